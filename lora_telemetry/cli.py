@@ -1,0 +1,102 @@
+"""``lora-telemetry``: the demo, the CPU test bed, and a health check of the installation."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console()
+
+
+def _testbed_make(args: argparse.Namespace) -> int:
+    from lora_telemetry.testbed import make
+
+    with console.status("making the test bed") as status:
+        bed = make(Path(args.dir), adapters=args.adapters, seed=args.seed,
+                   progress=lambda msg: status.update(f"making {msg}"))
+    console.print(f"test bed ready: model {bed.model}, {len(bed.adapters())} adapters in {bed.adapter_dir}")
+    return 0
+
+
+def _testbed_serve(args: argparse.Namespace, extra: list[str]) -> int:
+    from lora_telemetry.testbed import cpu_compat, server_flags
+
+    env = cpu_compat.prepare_environment(dict(os.environ))
+    command = [sys.executable, "-m", "sglang.launch_server", *server_flags(args.dir, extra)]
+    console.print("[dim]" + " ".join(command) + "[/dim]")
+    os.execvpe(command[0], command, env)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from lora_telemetry.demo import run
+
+    return run(args, console)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from lora_telemetry.doctor import run
+
+    return run(console)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lora-telemetry",
+        description="Observability for SGLang multi-LoRA serving. The plugin itself needs no command: "
+        "installed next to sglang it attaches to every SGLang process. These commands run the demo, "
+        "the CPU test bed, and checks.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="serve mixed-adapter traffic on the CPU test bed and show per-adapter telemetry",
+                          description="Makes (once) a tiny local model with LoRA adapters, starts a real SGLang "
+                          "server on the CPU with fewer pool slots than adapters, drives mixed-adapter traffic "
+                          "over /generate and /v1/completions, and prints a per-adapter table read from /metrics.")
+    demo.add_argument("--dir", type=Path, default=None, help="test bed directory (default: ~/.cache/lora_telemetry/testbed)")
+    demo.add_argument("--adapters", type=int, default=8, help="number of adapters (default 8)")
+    demo.add_argument("--slots", type=int, default=4, help="pool slots, --max-loras-per-batch (default 4)")
+    demo.add_argument("--duration", type=float, default=30.0, help="seconds of traffic (default 30)")
+    demo.add_argument("--concurrency", type=int, default=6, help="concurrent clients (default 6)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the traffic mix")
+    demo.add_argument("--keep-serving", action="store_true", help="leave the server up and print its /metrics URL")
+    demo.set_defaults(run=_demo)
+
+    doctor = sub.add_parser("doctor", help="SGLang version, each hook target found or missing, metrics settings")
+    doctor.set_defaults(run=_doctor)
+
+    testbed = sub.add_parser("testbed", help="the tiny local model and adapters, and SGLang on the CPU")
+    tb = testbed.add_subparsers(dest="testbed_command", required=True)
+    make = tb.add_parser("make", help="write the tiny model and N LoRA adapters into DIR (offline, seeded, cached)")
+    make.add_argument("dir", type=Path)
+    make.add_argument("--adapters", type=int, default=8, help="number of adapters (default 8)")
+    make.add_argument("--seed", type=int, default=0)
+    make.set_defaults(run=_testbed_make)
+    serve = tb.add_parser("serve", help="start stock sglang.launch_server on DIR's model; other flags go to SGLang",
+                          description="Starts python -m sglang.launch_server with the test bed's model, CPU "
+                          "defaults and --enable-lora --enable-metrics. Any further flags are passed to SGLang "
+                          "and win over the defaults, e.g. --max-loras-per-batch 4 --lora-paths qa=DIR/adapters/qa.")
+    serve.add_argument("dir", type=Path)
+    serve.set_defaults(run=_testbed_serve, passthrough=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", False):
+        return args.run(args, extra)
+    if extra:
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

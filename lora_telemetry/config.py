@@ -1,0 +1,110 @@
+"""Configuration from ``LORA_TELEMETRY_*`` environment variables.
+
+Read lazily, on first use inside a hook, because SGLang publishes its own configuration
+only after plugins are loaded. A wrong value raises one :class:`ConfigError` naming the
+variable; the plugin reports it once at start and stays off rather than failing later in
+a hot path.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFIX = "LORA_TELEMETRY_"
+_TRUE = {"1", "true", "on", "yes"}
+_FALSE = {"0", "false", "off", "no"}
+
+
+class ConfigError(ValueError):
+    """A ``LORA_TELEMETRY_*`` variable has a value we cannot use."""
+
+
+@dataclass(frozen=True)
+class Config:
+    enabled: bool = True
+    max_adapter_labels: int = 1000
+    log_format: str = "json"
+    log_file: Path | None = None
+    log_level: str = "info"
+    traces: bool = False
+    metrics_port: int | None = None
+    adapter_dir: Path | None = None
+    access_log: Path | None = None
+    fault_hooks: frozenset[str] = frozenset()
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(PREFIX + name)
+    return None if value is None or value.strip() == "" else value.strip()
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = _raw(name)
+    if value is None:
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ConfigError(f"{PREFIX}{name}={value!r}: expected one of 1/0, true/false, on/off")
+
+
+def _int(name: str, default: int | None, low: int, high: int) -> int | None:
+    value = _raw(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name}={value!r}: expected an integer") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{PREFIX}{name}={number}: expected a value from {low} to {high}")
+    return number
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _raw(name)
+    if value is None:
+        return default
+    if value.lower() not in choices:
+        raise ConfigError(f"{PREFIX}{name}={value!r}: expected one of {', '.join(choices)}")
+    return value.lower()
+
+
+def _path(name: str) -> Path | None:
+    value = _raw(name)
+    return Path(value).expanduser() if value is not None else None
+
+
+def _directory(name: str) -> Path | None:
+    path = _path(name)
+    if path is not None and not path.is_dir():
+        raise ConfigError(f"{PREFIX}{name}={str(path)!r}: not a directory")
+    return path
+
+
+def read() -> Config:
+    """Parse the environment now; raises :class:`ConfigError` on the first bad value."""
+    return Config(
+        enabled=_bool("ENABLED", True),
+        max_adapter_labels=_int("MAX_ADAPTER_LABELS", 1000, 1, 10_000_000) or 1000,
+        log_format=_choice("LOG_FORMAT", "json", ("json", "console")),
+        log_file=_path("LOG_FILE"),
+        log_level=_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+        traces=_bool("TRACES", False),
+        metrics_port=_int("METRICS_PORT", None, 1, 65535),
+        adapter_dir=_directory("ADAPTER_DIR"),
+        access_log=_path("ACCESS_LOG"),
+        fault_hooks=frozenset(
+            part.strip() for part in (_raw("FAULT_HOOKS") or "").split(",") if part.strip()
+        ),
+    )
+
+
+@functools.cache
+def get() -> Config:
+    """The process's configuration, parsed once."""
+    return read()

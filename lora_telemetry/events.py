@@ -1,0 +1,121 @@
+"""The small typed events hooks produce and sinks render.
+
+Hooks know SGLang and nothing about Prometheus, logs or traces; sinks know these events
+and nothing about SGLang. Timestamps are taken in the process where the event happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BASE = "__base__"  # requests on the base model
+UNKNOWN = "__unknown__"  # names that were never loaded (rejected requests)
+OTHER = "__other__"  # names past the label cap
+
+
+@dataclass(slots=True)
+class RequestAdmitted:
+    lora_name: str
+
+
+@dataclass(slots=True)
+class RequestFinished:
+    lora_name: str
+    outcome: str  # finished | aborted
+    prompt_tokens: int
+    generation_tokens: int
+    ttft_s: float | None
+    e2e_s: float | None
+
+
+@dataclass(slots=True)
+class RequestRejected:
+    requested: str
+    error: str
+
+
+@dataclass(slots=True)
+class CacheLookup:
+    lora_name: str
+    tier: str  # host | gpu
+    hit: bool
+
+
+@dataclass(slots=True)
+class SlotLoaded:
+    lora_name: str
+    slot: int
+    seconds: float
+
+
+@dataclass(slots=True)
+class SlotEvicted:
+    lora_name: str
+    slot: int
+
+
+@dataclass(slots=True)
+class PoolState:
+    used: int
+    free: int
+    pinned: int
+    capacity_bytes: int
+
+
+@dataclass(slots=True)
+class BatchComposition:
+    distinct_adapters: int
+
+
+@dataclass(slots=True)
+class AdmissionDeferred:
+    lora_name: str
+
+
+@dataclass(slots=True)
+class AdapterLoaded:
+    lora_name: str
+    trigger: str  # startup | api | reload | on_demand
+    success: bool
+    seconds: float
+    error: str | None = None
+    rank: int | None = None
+    pinned: bool = False
+    bytes: int | None = None
+
+
+@dataclass(slots=True)
+class AdapterUnloaded:
+    lora_name: str
+    reason: str  # api | capacity
+    seconds: float
+
+
+@dataclass(slots=True)
+class Residency:
+    """An adapter entered (``resident``) or left a tier; ``bytes`` it takes there."""
+
+    lora_name: str
+    tier: str  # host | gpu
+    resident: bool
+    bytes: int
+    pinned: bool
+
+
+@dataclass(slots=True)
+class RoutingState:
+    running: dict[str, int]
+    waiting: dict[str, int]
+    max_lora: int
+    timestamp: float
+
+
+@dataclass(slots=True)
+class HookFailed:
+    hook: str
+    error: str
+
+
+@dataclass(slots=True)
+class HooksStatus:
+    active: dict[str, bool] = field(default_factory=dict)

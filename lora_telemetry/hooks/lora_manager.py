@@ -1,0 +1,88 @@
+"""LoRA manager (scheduler process): adapters entering and leaving host memory.
+
+``_load_lora_adapter`` also runs for the ``--lora-paths`` adapters during start-up, before
+the pool exists; those loads are counted here with ``trigger="startup"``. Loads asked for
+later are counted end to end on the tokenizer side (:mod:`.tokenizer`), over all ranks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from lora_telemetry import events as ev
+from lora_telemetry import runtime
+from lora_telemetry.hooks.base import hook, safely
+from lora_telemetry.hooks.memory_pool import pool_state, slot_bytes
+
+MANAGER = "sglang.srt.lora.lora_manager.LoRAManager"
+_starting_up: set[int] = set()
+
+
+def adapter_bytes(adapter: Any) -> int:
+    """Bytes of the tensors SGLang holds for one loaded adapter (host copy)."""
+    total = 0
+    for layer in getattr(adapter, "layers", []):
+        for name in ("weights", "pinned_weights"):
+            total += sum(t.numel() * t.element_size() for t in (getattr(layer, name, None) or {}).values())
+    for name in ("embedding_layers", "added_tokens_embeddings", "pinned_embedding_layers",
+                 "pinned_added_tokens_embeddings"):
+        total += sum(t.numel() * t.element_size() for t in (getattr(adapter, name, None) or {}).values())
+    return total
+
+
+@hook("manager_startup", f"{MANAGER}.init_lora_adapters", "AROUND")
+def init_lora_adapters(original: Any, self: Any, *args: Any, **kwargs: Any) -> Any:
+    _starting_up.add(id(self))
+    try:
+        return original(self, *args, **kwargs)
+    finally:
+        _starting_up.discard(id(self))
+
+
+def _loaded(self: Any, lora_ref: Any, result: Any, seconds: float) -> None:
+    if not runtime.reporting_rank():
+        return
+    name = lora_ref.lora_name
+    pinned = bool(lora_ref.pinned)
+    size = adapter_bytes(self.loras[lora_ref.lora_id]) if result.success else 0
+    if id(self) in _starting_up:
+        runtime.emit(ev.AdapterLoaded(name, "startup", bool(result.success), seconds,
+                                      None if result.success else result.error_message, pinned=pinned,
+                                      bytes=size))
+    if result.success:
+        runtime.emit(ev.Residency(name, "host", True, size, pinned))
+
+
+@hook("manager_load", f"{MANAGER}._load_lora_adapter", "AROUND")
+def load_lora_adapter(original: Any, self: Any, lora_ref: Any, *args: Any, **kwargs: Any) -> Any:
+    start = time.perf_counter()
+    result = original(self, lora_ref, *args, **kwargs)
+    safely("manager_load", _loaded, self, lora_ref, result, time.perf_counter() - start)
+    return result
+
+
+def _before_unload(self: Any, lora_ref: Any) -> tuple[Any, bool] | None:
+    ref = self.lora_refs.get(lora_ref.lora_id)
+    pool = getattr(self, "memory_pool", None)
+    in_slot = pool is not None and lora_ref.lora_id in pool.uid_to_buffer_id
+    return (ref, in_slot) if ref is not None else None
+
+
+def _unloaded(self: Any, before: tuple[Any, bool] | None, result: Any) -> None:
+    if before is None or not result.success or not runtime.reporting_rank():
+        return
+    ref, was_in_slot = before
+    runtime.emit(ev.Residency(ref.lora_name, "host", False, 0, bool(ref.pinned)))
+    if was_in_slot:
+        pool = self.memory_pool
+        runtime.emit(ev.Residency(ref.lora_name, "gpu", False, slot_bytes(pool), bool(ref.pinned)))
+        runtime.emit(pool_state(pool, self.lora_refs))
+
+
+@hook("manager_unload", f"{MANAGER}._unload_lora_adapter", "AROUND")
+def unload_lora_adapter(original: Any, self: Any, lora_ref: Any, *args: Any, **kwargs: Any) -> Any:
+    before = safely("manager_unload", _before_unload, self, lora_ref)
+    result = original(self, lora_ref, *args, **kwargs)
+    safely("manager_unload", _unloaded, self, before, result)
+    return result

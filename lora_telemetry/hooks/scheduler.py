@@ -1,0 +1,82 @@
+"""Scheduler (scheduler process): gpu-tier lookups, adapters per batch, admission, routing.
+
+``run_batch`` runs once per forward step. The hook touches each request of a prefill batch
+once (marking it seen), computes the batch's distinct adapters, and refreshes the routing
+gauges at most every ``ROUTING_INTERVAL_S`` while busy and once when the scheduler idles.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from lora_telemetry import events as ev
+from lora_telemetry import runtime
+from lora_telemetry.hooks.base import hook, safely
+from lora_telemetry.hooks.memory_pool import lora_name
+
+SCHEDULER = "sglang.srt.managers.scheduler.Scheduler"
+HEALTH_CHECK_PREFIX = "HEALTH_CHECK"
+ROUTING_INTERVAL_S = 0.25
+_SEEN = "_lora_telemetry_seen"
+_routing = {"last": 0.0, "busy": False}
+
+
+def _manager(scheduler: Any) -> Any:
+    return scheduler.tp_worker.model_runner.lora_manager
+
+
+def _routing_state(scheduler: Any, batch: Any, refs: dict) -> ev.RoutingState:
+    running = Counter(lora_name(r.lora_id, refs) for r in (batch.reqs if batch is not None else ()))
+    waiting = Counter(lora_name(r.lora_id, refs) for r in scheduler.waiting_queue)
+    for counts in (running, waiting):
+        counts.pop(ev.BASE, None)
+    return ev.RoutingState(dict(running), dict(waiting), scheduler.max_loras_per_batch, time.time())
+
+
+def _on_batch(self: Any, batch: Any) -> None:
+    manager = _manager(self)
+    refs = manager.lora_refs
+    reqs = batch.reqs
+    runtime.emit(ev.BatchComposition(len({r.lora_id for r in reqs})))
+    if batch.forward_mode.is_extend():
+        slots = manager.memory_pool.uid_to_buffer_id
+        for req in reqs:
+            if getattr(req, _SEEN, False) or req.rid.startswith(HEALTH_CHECK_PREFIX):
+                continue
+            setattr(req, _SEEN, True)
+            runtime.emit(ev.CacheLookup(lora_name(req.lora_id, refs), "gpu", req.lora_id in slots))
+    now = time.monotonic()
+    if now - _routing["last"] >= ROUTING_INTERVAL_S:
+        _routing["last"] = now
+        _routing["busy"] = True
+        runtime.emit(_routing_state(self, batch, refs))
+
+
+@hook("scheduler_run_batch", f"{SCHEDULER}.run_batch", "BEFORE")
+def run_batch(self: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
+    if self.enable_lora and runtime.reporting_rank():
+        safely("scheduler_run_batch", _on_batch, self, batch)
+
+
+def _on_idle(self: Any) -> None:
+    _routing["busy"] = False
+    _routing["last"] = time.monotonic()
+    runtime.emit(_routing_state(self, None, _manager(self).lora_refs))
+
+
+@hook("scheduler_idle", f"{SCHEDULER}.on_idle", "AFTER")
+def on_idle(result: Any, self: Any) -> None:
+    if _routing["busy"] and self.enable_lora and runtime.reporting_rank():
+        safely("scheduler_idle", _on_idle, self)
+
+
+def _deferred(self: Any, req: Any) -> None:
+    runtime.emit(ev.AdmissionDeferred(lora_name(req.lora_id, _manager(self).lora_refs)))
+
+
+@hook("scheduler_admission", f"{SCHEDULER}.can_schedule_lora_req", "AFTER")
+def can_schedule_lora_req(ok: bool, self: Any, req: Any, *args: Any, **kwargs: Any) -> None:
+    if not ok and runtime.reporting_rank():
+        safely("scheduler_admission", _deferred, self, req)

@@ -1,0 +1,166 @@
+"""Tokenizer side (main process): requests per adapter, host-tier lookups, loads, unloads.
+
+These hooks run on SGLang's event loop, so they only read attributes and hand events on.
+Async targets are wrapped with async AROUND hooks (an AFTER hook would only see the
+coroutine object). A request is "admitted" once its adapter resolved; it ends either in
+``_handle_batch_output`` with a finish reason, or through ``_release_lora_once`` on an
+abort or a failure path, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from typing import Any
+
+from lora_telemetry import events as ev
+from lora_telemetry import runtime
+from lora_telemetry.hooks.base import hook, safely
+
+TOKENIZER = "sglang.srt.managers.tokenizer_manager.TokenizerManager"
+CONTROL = "sglang.srt.managers.tokenizer_control_mixin.TokenizerControlMixin"
+HEALTH_CHECK_PREFIX = "HEALTH_CHECK"
+
+load_trigger: contextvars.ContextVar[str] = contextvars.ContextVar("lora_load_trigger", default="api")
+unload_reason: contextvars.ContextVar[str] = contextvars.ContextVar("lora_unload_reason", default="api")
+_in_batch_output: contextvars.ContextVar[bool] = contextvars.ContextVar("lora_batch_output", default=False)
+# rid -> adapter name of every admitted request that has not ended yet
+admitted: dict[str, str] = {}
+
+
+def _requests(obj: Any) -> list[tuple[str, str | None]]:
+    """(rid, adapter name or None) for each request in a single or batch input."""
+    rids = [obj.rid] if isinstance(obj.rid, str) else list(obj.rid or [])
+    paths = obj.lora_path
+    if not isinstance(paths, list):
+        paths = [paths] * len(rids)
+    return [(rid, paths[i % len(paths)] if paths else None) for i, rid in enumerate(rids)]
+
+
+def _registered(self: Any) -> set[str]:
+    return set(self.lora_registry.get_all_adapters()) if getattr(self, "lora_registry", None) else set()
+
+
+def _before_validate(self: Any, obj: Any) -> tuple[list[tuple[str, str | None]], set[str]]:
+    requests = [(rid, name) for rid, name in _requests(obj) if not rid.startswith(HEALTH_CHECK_PREFIX)]
+    return requests, (_registered(self) if any(name for _, name in requests) else set())
+
+
+def _rejected(before: tuple[list, set] | None, error: BaseException) -> None:
+    for _, name in (before or ([], set()))[0]:
+        runtime.emit(ev.RequestRejected(str(name), str(error)))
+
+
+def _admitted(before: tuple[list, set] | None) -> None:
+    if before is None:
+        return
+    requests, loaded = before
+    for rid, name in requests:
+        label = name or ev.BASE
+        if name:
+            runtime.emit(ev.CacheLookup(label, "host", name in loaded))
+        admitted[rid] = label
+        runtime.emit(ev.RequestAdmitted(label))
+
+
+@hook("tokenizer_validate", f"{TOKENIZER}._validate_and_resolve_lora", "AROUND")
+async def validate_and_resolve_lora(original: Any, self: Any, obj: Any, *args: Any, **kwargs: Any) -> Any:
+    before = safely("tokenizer_validate", _before_validate, self, obj)
+    token = load_trigger.set("reload")
+    try:
+        result = await original(self, obj, *args, **kwargs)
+    except ValueError as error:
+        safely("tokenizer_validate", _rejected, before, error)
+        raise
+    finally:
+        load_trigger.reset(token)
+    safely("tokenizer_validate", _admitted, before)
+    return result
+
+
+def _finished_states(self: Any, recv_obj: Any) -> list[tuple[int, Any]]:
+    reasons = recv_obj.finished_reasons
+    states = self.rid_to_state
+    return [(i, states.get(recv_obj.rids[i])) for i, reason in enumerate(reasons) if reason is not None]
+
+
+def _outcome(reason: Any) -> str:
+    kind = reason.get("type") if isinstance(reason, dict) else getattr(reason, "type", None)
+    return "aborted" if kind == "abort" else "finished"
+
+
+def _end(rid: str, state: Any, outcome: str, prompt_tokens: int, generation_tokens: int) -> None:
+    name = admitted.pop(rid, None)
+    if name is None:
+        return
+    stats = state.time_stats
+    ttft = stats.get_first_token_latency() if stats.first_token_time else None
+    e2e = stats.get_e2e_latency() if stats.finished_time else None
+    runtime.emit(ev.RequestFinished(name, outcome, prompt_tokens if outcome == "finished" else 0,
+                                    generation_tokens, ttft, e2e))
+
+
+def _after_batch_output(recv_obj: Any, finished: list[tuple[int, Any]]) -> None:
+    completion = getattr(recv_obj, "completion_tokens", None)
+    for i, state in finished:
+        if state is not None:
+            _end(recv_obj.rids[i], state, _outcome(recv_obj.finished_reasons[i]),
+                 recv_obj.prompt_tokens[i], completion[i] if completion else 0)
+
+
+@hook("tokenizer_batch_output", f"{TOKENIZER}._handle_batch_output", "AROUND")
+async def handle_batch_output(original: Any, self: Any, recv_obj: Any, *args: Any, **kwargs: Any) -> Any:
+    finished = safely("tokenizer_batch_output", _finished_states, self, recv_obj)
+    token = _in_batch_output.set(True)
+    try:
+        return await original(self, recv_obj, *args, **kwargs)
+    finally:
+        _in_batch_output.reset(token)
+        if finished:
+            safely("tokenizer_batch_output", _after_batch_output, recv_obj, finished)
+
+
+def _released(state: Any) -> None:
+    rid = state.obj.rid
+    if isinstance(rid, str) and rid in admitted:
+        _end(rid, state, "aborted", 0, len(state.output_ids or ()))
+
+
+@hook("tokenizer_release", f"{TOKENIZER}._release_lora_once", "AFTER")
+def release_lora_once(result: Any, self: Any, state: Any) -> None:
+    if not _in_batch_output.get():
+        safely("tokenizer_release", _released, state)
+
+
+def _load_event(obj: Any, trigger: str, result: Any, seconds: float) -> None:
+    success = bool(getattr(result, "success", False))
+    runtime.emit(ev.AdapterLoaded(obj.lora_name, trigger, success, seconds,
+                                  None if success else getattr(result, "error_message", None),
+                                  pinned=bool(getattr(obj, "pinned", False))))
+
+
+@hook("tokenizer_load", f"{CONTROL}.load_lora_adapter", "AROUND")
+async def load_lora_adapter(original: Any, self: Any, obj: Any, *args: Any, **kwargs: Any) -> Any:
+    trigger = load_trigger.get()
+    token = unload_reason.set("capacity")
+    start = time.perf_counter()
+    try:
+        result = await original(self, obj, *args, **kwargs)
+    finally:
+        unload_reason.reset(token)
+    safely("tokenizer_load", _load_event, obj, trigger, result, time.perf_counter() - start)
+    return result
+
+
+def _unload_event(obj: Any, reason: str, result: Any, seconds: float) -> None:
+    if getattr(result, "success", False):
+        runtime.emit(ev.AdapterUnloaded(obj.lora_name, reason, seconds))
+
+
+@hook("tokenizer_unload", f"{CONTROL}._unload_lora_adapter_locked", "AROUND")
+async def unload_lora_adapter_locked(original: Any, self: Any, obj: Any, *args: Any, **kwargs: Any) -> Any:
+    reason = unload_reason.get()
+    start = time.perf_counter()
+    result = await original(self, obj, *args, **kwargs)
+    safely("tokenizer_unload", _unload_event, obj, reason, result, time.perf_counter() - start)
+    return result

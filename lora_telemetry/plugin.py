@@ -1,0 +1,69 @@
+"""SGLang plugin entry point (group ``sglang.srt.plugins``), run once in every SGLang process.
+
+It must never raise into SGLang and must not read SGLang's configuration (published only
+after plugins load): it reads our own environment variables, sets up this process's
+telemetry, and registers the hooks. SGLang applies them right after.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from lora_telemetry import __version__
+from lora_telemetry import config as config_module
+
+logger = logging.getLogger("lora_telemetry")
+PROCESS_REPORT_ENV = "LORA_TELEMETRY_PROCESS_REPORT"
+
+
+def _report_process() -> None:
+    """Append ``pid`` and process title to a file, so tests can see which processes ran us."""
+    path = os.environ.get(PROCESS_REPORT_ENV)
+    if not path:
+        return
+    try:
+        import setproctitle
+
+        title = setproctitle.getproctitle()
+    except Exception:
+        title = ""
+    line = f"{os.getpid()} {os.getppid()} {title}\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def activate() -> None:
+    """Entry point. Sets up telemetry and registers hooks; reports problems, never raises."""
+    try:
+        cfg = config_module.get()
+    except config_module.ConfigError as error:
+        logger.error("lora_telemetry is off: %s", error)
+        return
+    if not cfg.enabled:
+        return
+    try:
+        from lora_telemetry import events as ev
+        from lora_telemetry import hooks, runtime
+
+        telemetry = runtime.get()
+        active = hooks.install()
+        if telemetry.is_main:
+            telemetry.emit(ev.HooksStatus(active))
+            telemetry.store.set("sglang_lora_telemetry_info", (__version__, _sglang_version()), 1)
+            telemetry.store.ensure("sglang_lora_telemetry_label_overflow_total", ())
+        _report_process()
+    except Exception:
+        logger.exception("lora_telemetry could not start; SGLang runs without it")
+
+
+def _sglang_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("sglang")
+    except Exception:
+        return "unknown"

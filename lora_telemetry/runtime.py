@@ -1,0 +1,129 @@
+"""Per-process telemetry state: configuration, the store, the sinks, and the process's role.
+
+The process that loads the plugin first (SGLang's main process: the HTTP server and the
+TokenizerManager, or the user's process that builds an ``sglang.Engine``) creates the run's
+state directory and exports it through the environment, so every process SGLang spawns
+finds it. Child processes publish snapshots there; the main process renders them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from lora_telemetry import config as config_module
+from lora_telemetry.sinks.prometheus import PrometheusSink
+from lora_telemetry.sinks.prometheus.exposition import Renderer
+from lora_telemetry.sinks.prometheus.snapshots import Publisher, pid_alive
+from lora_telemetry.sinks.prometheus.store import Store
+
+logger = logging.getLogger("lora_telemetry")
+STATE_DIR_ENV = "LORA_TELEMETRY_STATE_DIR"
+_STATE_PREFIX = "lora_telemetry-"
+
+
+class Sink(Protocol):
+    def record(self, event: Any) -> None: ...
+
+
+def _state_base() -> Path:
+    return Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.gettempdir())
+
+
+def _remove_dead_runs(base: Path) -> None:
+    """State directories of servers that exited: their gauges and counters are history."""
+    for path in base.glob(_STATE_PREFIX + "*"):
+        pid = path.name[len(_STATE_PREFIX):]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class Telemetry:
+    """One per process. ``emit`` hands an event to every sink, never raising."""
+
+    def __init__(self, cfg: config_module.Config) -> None:
+        self.config = cfg
+        self.store = Store()
+        self.prometheus = PrometheusSink(self.store, cfg.max_adapter_labels)
+        self.sinks: list[Sink] = [self.prometheus]
+        self.is_main = STATE_DIR_ENV not in os.environ
+        if self.is_main:
+            base = _state_base()
+            _remove_dead_runs(base)
+            self.state_dir = base / f"{_STATE_PREFIX}{os.getpid()}"
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            os.environ[STATE_DIR_ENV] = str(self.state_dir)
+        else:
+            self.state_dir = Path(os.environ[STATE_DIR_ENV])
+        self.renderer = Renderer(self.store, self.state_dir) if self.is_main else None
+        self._publisher: Publisher | None = None
+        self._publisher_lock = threading.Lock()
+        self.sink_errors = 0
+
+    def emit(self, event: Any) -> None:
+        if not self.is_main and self._publisher is None:
+            self._start_publisher()
+        for sink in self.sinks:
+            try:
+                sink.record(event)
+            except Exception:
+                self.sink_errors += 1
+                if self.sink_errors == 1:
+                    logger.exception("lora_telemetry: a sink failed; further failures are counted only")
+
+    def _start_publisher(self) -> None:
+        with self._publisher_lock:
+            if self._publisher is None:
+                self._publisher = Publisher(self.store, self.state_dir, process_labels()).start()
+
+
+def process_labels() -> dict[str, str]:
+    """``dp_rank`` of this scheduler process, read from SGLang's published parallel state."""
+    try:
+        from sglang.srt.runtime_context import get_parallel
+
+        dp_rank = get_parallel().dp_rank
+    except Exception:
+        dp_rank = None
+    return {"dp_rank": str(dp_rank if dp_rank is not None else 0)}
+
+
+def reporting_rank() -> bool:
+    """True in the one scheduler process per DP replica that reports (TP rank 0, PP rank 0)."""
+    try:
+        from sglang.srt.runtime_context import get_parallel
+
+        parallel = get_parallel()
+        return parallel.tp_rank == 0 and getattr(parallel, "pp_rank", 0) == 0
+    except Exception:
+        return True
+
+
+_telemetry: Telemetry | None = None
+_lock = threading.Lock()
+
+
+def get() -> Telemetry:
+    """This process's telemetry, created on first use (after SGLang published its config)."""
+    global _telemetry
+    if _telemetry is None:
+        with _lock:
+            if _telemetry is None:
+                _telemetry = Telemetry(config_module.get())
+    return _telemetry
+
+
+def emit(event: Any) -> None:
+    get().emit(event)
+
+
+def reset_for_tests() -> None:
+    global _telemetry
+    _telemetry = None
+    config_module.get.cache_clear()
+

@@ -1,0 +1,142 @@
+"""Prometheus sink: turns events into series of :mod:`.families` in a :class:`.Store`."""
+
+from __future__ import annotations
+
+from lora_telemetry import events as ev
+from lora_telemetry.sinks.prometheus.store import Store
+
+_RESERVED = {ev.BASE, ev.UNKNOWN, ev.OTHER}
+
+
+class LabelGuard:
+    """Keeps the ``lora_name`` label bounded: past ``cap`` distinct names, ``__other__``."""
+
+    def __init__(self, store: Store, cap: int) -> None:
+        self.store = store
+        self.cap = cap
+        self.seen: set[str] = set()
+
+    def __call__(self, name: str, count_overflow: bool = False) -> str:
+        if name in self.seen or name in _RESERVED:
+            return name
+        if len(self.seen) < self.cap:
+            self.seen.add(name)
+            return name
+        if count_overflow:
+            self.store.inc("sglang_lora_telemetry_label_overflow_total")
+        return ev.OTHER
+
+
+class PrometheusSink:
+    """Renders events as metric updates; knows nothing about SGLang."""
+
+    def __init__(self, store: Store, max_adapter_labels: int) -> None:
+        self.store = store
+        self.label = LabelGuard(store, max_adapter_labels)
+        self._handlers = {
+            ev.RequestAdmitted: self._admitted,
+            ev.RequestFinished: self._finished,
+            ev.RequestRejected: self._rejected,
+            ev.CacheLookup: self._lookup,
+            ev.SlotLoaded: self._slot_loaded,
+            ev.SlotEvicted: self._evicted,
+            ev.PoolState: self._pool_state,
+            ev.BatchComposition: self._batch,
+            ev.AdmissionDeferred: self._deferred,
+            ev.AdapterLoaded: self._loaded,
+            ev.AdapterUnloaded: self._unloaded,
+            ev.Residency: self._residency,
+            ev.RoutingState: self._routing,
+            ev.HookFailed: self._hook_failed,
+            ev.HooksStatus: self._hooks_status,
+        }
+        self._running: set[str] = set()
+        self._waiting: set[str] = set()
+        self._host_loaded: set[str] = set()
+
+    def record(self, event: object) -> None:
+        self._handlers[type(event)](event)
+
+    def _admitted(self, e: ev.RequestAdmitted) -> None:
+        self.store.inc("sglang_lora_requests_in_flight", (self.label(e.lora_name, True),))
+
+    def _finished(self, e: ev.RequestFinished) -> None:
+        name = self.label(e.lora_name)
+        s = self.store
+        s.inc("sglang_lora_requests_in_flight", (name,), -1)
+        s.inc("sglang_lora_requests_total", (name, e.outcome))
+        s.inc("sglang_lora_prompt_tokens_total", (name,), e.prompt_tokens)
+        s.inc("sglang_lora_generation_tokens_total", (name,), e.generation_tokens)
+        if e.ttft_s is not None:
+            s.observe("sglang_lora_time_to_first_token_seconds", (name,), e.ttft_s)
+        if e.e2e_s is not None:
+            s.observe("sglang_lora_e2e_request_latency_seconds", (name,), e.e2e_s)
+
+    def _rejected(self, e: ev.RequestRejected) -> None:
+        self.store.inc("sglang_lora_requests_total", (ev.UNKNOWN, "rejected"))
+
+    def _lookup(self, e: ev.CacheLookup) -> None:
+        name = self.label(e.lora_name)
+        self.store.inc("sglang_lora_cache_lookups_total", (name, e.tier, "hit" if e.hit else "miss"))
+
+    def _slot_loaded(self, e: ev.SlotLoaded) -> None:
+        self.store.inc("sglang_lora_pool_slot_loads_total", (self.label(e.lora_name),))
+        self.store.observe("sglang_lora_pool_slot_load_seconds", (), e.seconds)
+
+    def _evicted(self, e: ev.SlotEvicted) -> None:
+        self.store.inc("sglang_lora_pool_evictions_total", (self.label(e.lora_name),))
+
+    def _pool_state(self, e: ev.PoolState) -> None:
+        self.store.set("sglang_lora_pool_slots", ("used",), e.used)
+        self.store.set("sglang_lora_pool_slots", ("free",), e.free)
+        self.store.set("sglang_lora_pool_slots", ("pinned",), e.pinned)
+        self.store.set("sglang_lora_pool_capacity_bytes", (), e.capacity_bytes)
+
+    def _batch(self, e: ev.BatchComposition) -> None:
+        self.store.observe("sglang_lora_batch_adapters", (), e.distinct_adapters)
+
+    def _deferred(self, e: ev.AdmissionDeferred) -> None:
+        self.store.inc("sglang_lora_admission_deferrals_total", (self.label(e.lora_name),))
+
+    def _loaded(self, e: ev.AdapterLoaded) -> None:
+        name = self.label(e.lora_name)
+        result = "success" if e.success else "failure"
+        self.store.inc("sglang_lora_adapter_loads_total", (name, e.trigger, result))
+        self.store.observe("sglang_lora_adapter_load_seconds", (e.trigger,), e.seconds)
+
+    def _unloaded(self, e: ev.AdapterUnloaded) -> None:
+        self.store.inc("sglang_lora_adapter_unloads_total", (self.label(e.lora_name), e.reason))
+
+    def _residency(self, e: ev.Residency) -> None:
+        name = self.label(e.lora_name)
+        pinned = "true" if e.pinned else "false"
+        s = self.store
+        s.set("sglang_lora_adapter_resident", (name, e.tier, pinned), 1 if e.resident else 0)
+        s.set("sglang_lora_adapter_memory_bytes", (name, e.tier), e.bytes if e.resident else 0)
+        if e.tier == "host":
+            (self._host_loaded.add if e.resident else self._host_loaded.discard)(e.lora_name)
+            s.set("sglang_lora_adapters_loaded", (), len(self._host_loaded))
+
+    def _routing(self, e: ev.RoutingState) -> None:
+        s = self.store
+        for family, now, before in (
+            ("sglang_lora_requests_running", e.running, self._running),
+            ("sglang_lora_requests_waiting", e.waiting, self._waiting),
+        ):
+            for gone in before - now.keys():
+                s.set(family, (gone,), 0)
+            for name, count in now.items():
+                s.set(family, (self.label(name),), count)
+            before.clear()
+            before.update(now)
+        info = "sglang_lora_requests_info"
+        labels = (",".join(sorted(e.running)), ",".join(sorted(e.waiting)), str(e.max_lora))
+        s.replace(info, labels, e.timestamp)
+
+    def _hook_failed(self, e: ev.HookFailed) -> None:
+        self.store.inc("sglang_lora_telemetry_errors_total", (e.hook,))
+
+    def _hooks_status(self, e: ev.HooksStatus) -> None:
+        for hook, active in e.active.items():
+            self.store.set("sglang_lora_telemetry_hooks_active", (hook,), 1 if active else 0)
+            self.store.ensure("sglang_lora_telemetry_errors_total", (hook,))

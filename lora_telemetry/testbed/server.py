@@ -1,0 +1,105 @@
+"""Start and stop a stock ``python -m sglang.launch_server`` on the test bed.
+
+The server runs in its own process group so that stopping it takes its scheduler and
+detokenizer processes with it, also when the caller is interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from lora_telemetry.testbed import cpu_compat, server_flags
+
+
+class ServerStartError(RuntimeError):
+    """The server exited or did not become ready; the message carries its log's tail."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class TestBedServer:
+    """A running SGLang server on the test bed; use as a context manager."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        extra_flags: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        log_path: str | Path | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.flags = server_flags(root, extra_flags) + ["--host", "127.0.0.1", "--port", str(self.port)]
+        self.env = cpu_compat.prepare_environment({**os.environ, **(env or {})})
+        self.log_path = Path(log_path) if log_path else Path(root) / f"server-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "sglang.launch_server", *self.flags]
+
+    def start(self, timeout: float = 180.0) -> TestBedServer:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerStartError(f"SGLang exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "/get_model_info", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise ServerStartError(f"SGLang was not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the whole process group: SIGTERM, then SIGKILL after ``timeout``."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> TestBedServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
