@@ -9,7 +9,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-console = Console()
+# Tables stay readable when the output is a pipe or a CI log, not only in a wide terminal.
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 def _testbed_make(args: argparse.Namespace) -> int:
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Makes (once) a tiny local model with LoRA adapters, starts a real SGLang "
                           "server on the CPU with fewer pool slots than adapters, drives mixed-adapter traffic "
                           "over /generate and /v1/completions, and prints a per-adapter table read from /metrics.")
-    demo.add_argument("--dir", type=Path, default=None, help="test bed directory (default: ~/.cache/lora_telemetry/testbed)")
+    demo.add_argument("--dir", type=Path, default=None,
+                      help="test bed directory (default: ~/.cache/lora_telemetry/testbed)")
     demo.add_argument("--adapters", type=int, default=8, help="number of adapters (default 8)")
     demo.add_argument("--slots", type=int, default=4, help="pool slots, --max-loras-per-batch (default 4)")
     demo.add_argument("--duration", type=float, default=30.0, help="seconds of traffic (default 30)")

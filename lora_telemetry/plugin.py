@@ -18,17 +18,11 @@ PROCESS_REPORT_ENV = "LORA_TELEMETRY_PROCESS_REPORT"
 
 
 def _report_process() -> None:
-    """Append ``pid`` and process title to a file, so tests can see which processes ran us."""
+    """Append this process's pid to a file, so tests can see which processes ran the plugin."""
     path = os.environ.get(PROCESS_REPORT_ENV)
     if not path:
         return
-    try:
-        import setproctitle
-
-        title = setproctitle.getproctitle()
-    except Exception:
-        title = ""
-    line = f"{os.getpid()} {os.getppid()} {title}\n"
+    line = f"{os.getpid()}\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())

@@ -44,6 +44,9 @@ def _cpu_settings(bed: TestBed) -> dict[str, Any]:
         "disable_cuda_graph": True,
         "context_length": CONTEXT_LENGTH,
         "skip_server_warmup": True,
+        # SGLang sizes the KV cache from free memory: 15 GB and 30 s of start-up on a 24 GB
+        # machine. The tiny model needs a few thousand tokens.
+        "max_total_tokens": 65536,
         "enable_lora": True,
         "lora_backend": "torch_native",
         "max_lora_rank": MAX_RANK,

@@ -37,7 +37,7 @@ def _number(value: float) -> str:
 
 
 def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
-    parts = [f'{n}="{escape(v)}"' for n, v in zip(names, values)]
+    parts = [f'{n}="{escape(v)}"' for n, v in zip(names, values, strict=True)]
     if extra:
         parts.append(extra)
     return "{" + ",".join(parts) + "}" if parts else ""
@@ -61,7 +61,7 @@ def _merge(family: Family, sources: list[tuple[dict[str, str], list[tuple[Any, A
             if old is None:
                 merged[key] = list(value) if isinstance(value, list) else value
             elif isinstance(value, list):
-                merged[key] = [a + b for a, b in zip(old, value)]
+                merged[key] = [a + b for a, b in zip(old, value, strict=True)]
             elif family.type == "gauge" and family.merge == "max":
                 merged[key] = max(old, value)
             else:
@@ -82,10 +82,10 @@ def render_families(sources: list[tuple[dict[str, str], dict[str, list[tuple[Any
         if family.type == "histogram":
             bounds = [_number(b) for b in family.buckets] + ["+Inf"]
             for (names, values), counts in sorted(merged.items()):
-                prefix = ",".join(f'{n}="{escape(v)}"' for n, v in zip(names, values))
+                prefix = ",".join(f'{n}="{escape(v)}"' for n, v in zip(names, values, strict=True))
                 sep = "," if prefix else ""
                 cumulative = 0
-                for bound, count in zip(bounds, counts[:-1]):
+                for bound, count in zip(bounds, counts[:-1], strict=True):
                     cumulative += count
                     out.append(f'{name}_bucket{{{prefix}{sep}le="{bound}"}} {cumulative}\n')
                 label_text = "{" + prefix + "}" if prefix else ""

@@ -1,10 +1,10 @@
 """Pure-torch stand-in for the ``sgl_kernel`` CPU ops SGLang imports on a CPU.
 
 Test bed only. SGLang's CPU engine (``SGLANG_USE_CPU_ENGINE=1``) imports
-``assign_req_to_token_pool_cpu`` and other ops from the CPU build of ``sgl_kernel``, which the package index does not carry. The test bed puts
-this directory on ``PYTHONPATH`` of every SGLang process it starts, and only where
-CUDA is absent; on a GPU machine the real ``sgl_kernel`` is used and this is never
-on the path.
+``assign_req_to_token_pool_cpu`` and other ops from the CPU build of ``sgl_kernel``,
+which the package index does not carry. The test bed puts this directory on the
+``PYTHONPATH`` of every SGLang process it starts, and only where CUDA is absent; on a
+GPU machine the real ``sgl_kernel`` is used and this is never on the path.
 """
 
 from collections.abc import Callable
@@ -27,9 +27,8 @@ def assign_req_to_token_pool_cpu(
     ``start:end`` of row ``req_pool_indices[i]``.
     """
     taken = 0
-    for row, start, end in zip(
-        req_pool_indices.tolist(), start_offset.tolist(), end_offset.tolist()
-    ):
+    rows = zip(req_pool_indices.tolist(), start_offset.tolist(), end_offset.tolist(), strict=True)
+    for row, start, end in rows:
         length = end - start
         req_to_token[row, start:end] = out_cache_loc[taken : taken + length]
         taken += length
