@@ -1,0 +1,85 @@
+"""Shared fixtures: one CPU test bed per session, real SGLang servers per module.
+
+Servers run as their own process group (a dying scheduler takes its parent with it, so
+never inside the pytest process) and are stopped at the end of the module that started
+them, also when a test fails, so only one runs at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lora_telemetry.scrape import Metrics
+from lora_telemetry.testbed import TestBed, make
+from lora_telemetry.testbed.server import TestBedServer
+
+PROBE_DIR = Path(__file__).parent / "probe"
+
+
+@pytest.fixture(scope="session")
+def bed(tmp_path_factory: pytest.TempPathFactory) -> TestBed:
+    return make(tmp_path_factory.mktemp("testbed"), adapters=8)
+
+
+def lora_paths(bed: TestBed, names: list[str]) -> list[str]:
+    adapters = bed.adapters()
+    return ["--lora-paths", *(f"{n}={adapters[n]}" for n in names)]
+
+
+@contextmanager
+def running_server(bed: TestBed, flags: list[str], env: dict[str, str] | None = None,
+                   probe: bool = False, tmp: Path | None = None) -> Iterator[TestBedServer]:
+    """A test-bed server; with ``probe`` it also loads the SGLang state probe plugin."""
+    env = dict(env or {})
+    if probe:
+        assert tmp is not None
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROBE_DIR), os.environ.get("PYTHONPATH", "")]))
+        env["SGLANG_STATE_PROBE_FILE"] = str(tmp / "sglang-state.json")
+    log = (tmp or bed.root) / f"server-{time.monotonic_ns()}.log"
+    server = TestBedServer(bed.root, flags, env=env, log_path=log)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def post(server: TestBedServer, path: str, body: dict[str, Any], timeout: float = 120) -> tuple[int, Any]:
+    request = urllib.request.Request(server.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def generate(server: TestBedServer, adapter: str | None, text: str = "the adapter pool", tokens: int = 4) -> dict:
+    status, body = post(server, "/generate", {
+        "text": text, "lora_path": adapter, "sampling_params": {"max_new_tokens": tokens, "temperature": 0}})
+    assert status == 200, body
+    return body
+
+
+def metrics_when(server: TestBedServer, check: Any, timeout: float = 5.0) -> Metrics:
+    """Scrape until ``check(metrics)`` holds (scheduler snapshots land within a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metrics = Metrics.fetch(server.url)
+        try:
+            if check(metrics):
+                return metrics
+        except (KeyError, AssertionError):
+            pass
+        if time.monotonic() > deadline:
+            return metrics
+        time.sleep(0.1)
