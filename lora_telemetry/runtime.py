@@ -76,6 +76,11 @@ class Telemetry:
                 if self.sink_errors == 1:
                     logger.exception("lora_telemetry: a sink failed; further failures are counted only")
 
+    def flush(self) -> None:
+        """Publish now (cold paths: a load or unload is visible before SGLang answers it)."""
+        if self._publisher is not None:
+            self._publisher.publish()
+
     def _start_publisher(self) -> None:
         with self._publisher_lock:
             if self._publisher is None:

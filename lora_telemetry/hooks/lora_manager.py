@@ -52,6 +52,7 @@ def _loaded(self: Any, lora_ref: Any, result: Any, seconds: float) -> None:
                                       bytes=size))
     if result.success:
         runtime.emit(ev.Residency(name, "host", True, size, pinned))
+    runtime.get().flush()
 
 
 @hook("manager_load", f"{MANAGER}._load_lora_adapter", "AROUND")
@@ -78,6 +79,7 @@ def _unloaded(self: Any, before: tuple[Any, bool] | None, result: Any) -> None:
         pool = self.memory_pool
         runtime.emit(ev.Residency(ref.lora_name, "gpu", False, slot_bytes(pool), bool(ref.pinned)))
         runtime.emit(pool_state(pool, self.lora_refs))
+    runtime.get().flush()
 
 
 @hook("manager_unload", f"{MANAGER}._unload_lora_adapter", "AROUND")

@@ -125,7 +125,7 @@ def _make_model(out: Path, seed: int) -> None:
     model.save_pretrained(out, safe_serialization=True)
 
 
-def _make_adapter(model_path: Path, spec: AdapterSpec, out: Path) -> None:
+def make_adapter(model_path: Path, spec: AdapterSpec, out: Path) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaForCausalLM
@@ -175,7 +175,7 @@ def make(
         progress(f"adapter {spec.name} (rank {spec.rank}, {len(spec.target_modules)} modules)")
         partial = bed.adapter_dir / f".{spec.name}.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        _make_adapter(bed.model, spec, partial)
+        make_adapter(bed.model, spec, partial)
         partial.rename(target)
     manifest = {"seed": seed, "max_rank": MAX_RANK, "adapters": [_spec_json(s) for s in specs]}
     (root / "testbed.json").write_text(json.dumps(manifest, indent=2))

@@ -36,6 +36,7 @@ class Publisher:
         self.path = state_dir / f"{os.getpid()}.json"
         self.extra_labels = extra_labels
         self._published = -1
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lora-telemetry-publish", daemon=True)
 
@@ -49,18 +50,19 @@ class Publisher:
             self.publish()
 
     def publish(self) -> None:
-        version, families = self.store.copy()
-        if version == self._published:
-            return
-        payload = {"pid": os.getpid(), "extra_labels": self.extra_labels,
-                   "families": {name: [[list(k), v] for k, v in series] for name, series in families.items()}}
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            tmp.write_text(json.dumps(payload, separators=(",", ":")))
-            os.replace(tmp, self.path)
-            self._published = version
-        except OSError:
-            pass  # the directory went away (server shutting down); nothing to report to
+        with self._lock:  # the thread and a synchronous flush must not share the temp file
+            version, families = self.store.copy()
+            if version == self._published:
+                return
+            payload = {"pid": os.getpid(), "extra_labels": self.extra_labels,
+                       "families": {name: [[list(k), v] for k, v in series] for name, series in families.items()}}
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            try:
+                tmp.write_text(json.dumps(payload, separators=(",", ":")))
+                os.replace(tmp, self.path)
+                self._published = version
+            except OSError:
+                pass  # the directory went away (server shutting down); nothing to report to
 
 
 def pid_alive(pid: int) -> bool:
