@@ -58,9 +58,16 @@ def post(server: TestBedServer, path: str, body: dict[str, Any], timeout: float 
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
+            return response.status, _json_or_text(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
+        return error.code, _json_or_text(error.read())
+
+
+def _json_or_text(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
 
 
 def generate(server: TestBedServer, adapter: str | None, text: str = "the adapter pool", tokens: int = 4) -> dict:

@@ -67,6 +67,8 @@ class PrometheusSink:
         s.inc("sglang_lora_requests_total", (name, e.outcome))
         s.inc("sglang_lora_prompt_tokens_total", (name,), e.prompt_tokens)
         s.inc("sglang_lora_generation_tokens_total", (name,), e.generation_tokens)
+        if e.outcome != "finished":
+            return  # latency of a request cut short says nothing about serving it
         if e.ttft_s is not None:
             s.observe("sglang_lora_time_to_first_token_seconds", (name,), e.ttft_s)
         if e.e2e_s is not None:

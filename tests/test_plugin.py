@@ -1,0 +1,60 @@
+"""The plugin on a real server: loaded through its entry point in every SGLang process."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+
+from tests.conftest import generate, lora_paths, post, running_server
+
+pytestmark = pytest.mark.server
+PROMPT = "select count from the adapter pool where"
+
+
+@pytest.fixture(scope="module")
+def server(bed, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("plugin")
+    report = tmp / "processes.txt"
+    flags = ["--max-loras-per-batch", "3", *lora_paths(bed, ["qa", "sql", "chat", "code"])]
+    with running_server(bed, flags, env={"LORA_TELEMETRY_PROCESS_REPORT": str(report)}, tmp=tmp) as server:
+        server.report = report
+        yield server
+
+
+def test_plugin_runs_in_every_sglang_process(server):
+    main = psutil.Process(server.process.pid)
+    children = [p for p in main.children(recursive=True) if "sglang::" in " ".join(p.cmdline())]
+    roles = {" ".join(p.cmdline()).split("sglang::")[1].split("_")[0].split()[0] for p in children}
+    assert {"scheduler", "detokenizer"} <= roles
+    reported = {int(line) for line in server.report.read_text().split()}
+    assert {main.pid, *(p.pid for p in children)} <= reported
+
+
+def test_plugin_reports_every_hook_active(server):
+    from lora_telemetry.scrape import Metrics
+
+    active = Metrics.fetch(server.url).by("sglang_lora_telemetry_hooks_active", "hook")
+    assert active and all(value == 1 for value in active.values())
+
+
+def test_adapters_change_the_output(server):
+    outputs = {name: generate(server, name, PROMPT, tokens=12)["text"] for name in ("qa", "sql", "chat", None)}
+    assert len(set(outputs.values())) == len(outputs), outputs
+
+
+def test_same_adapter_same_output_alone_or_batched(server):
+    names = ["qa", "sql", None, "chat", "qa"]
+    alone = [generate(server, name, PROMPT, tokens=12)["text"] for name in names]
+    status, batched = post(server, "/generate", {
+        "text": [PROMPT] * len(names), "lora_path": names,
+        "sampling_params": {"max_new_tokens": 12, "temperature": 0}})
+    assert status == 200
+    assert [item["text"] for item in batched] == alone
+
+
+def test_unknown_adapter_gets_400_and_serving_goes_on(server):
+    status, body = post(server, "/generate", {"text": PROMPT, "lora_path": "no-such-adapter",
+                                              "sampling_params": {"max_new_tokens": 4}})
+    assert status == 400
+    assert "no-such-adapter" in body["error"]["message"]
+    assert generate(server, "qa")["meta_info"]["completion_tokens"] == 4
