@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         return 130
+    except (ValueError, OSError) as error:  # bad input: say what, not where
+        Console(stderr=True).print(f"[red]error:[/red] {error}")
+        return 2
 
 
 if __name__ == "__main__":

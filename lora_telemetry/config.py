@@ -33,7 +33,9 @@ class Config:
     metrics_port: int | None = None
     adapter_dir: Path | None = None
     access_log: Path | None = None
+    # Test-only switches: hooks that raise on purpose, hook targets treated as missing.
     fault_hooks: frozenset[str] = frozenset()
+    hidden_targets: frozenset[str] = frozenset()
 
 
 def _raw(name: str) -> str | None:
@@ -98,10 +100,13 @@ def read() -> Config:
         metrics_port=_int("METRICS_PORT", None, 1, 65535),
         adapter_dir=_directory("ADAPTER_DIR"),
         access_log=_path("ACCESS_LOG"),
-        fault_hooks=frozenset(
-            part.strip() for part in (_raw("FAULT_HOOKS") or "").split(",") if part.strip()
-        ),
+        fault_hooks=_names("FAULT_HOOKS"),
+        hidden_targets=_names("HIDE_TARGETS"),
     )
+
+
+def _names(name: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in (_raw(name) or "").split(",") if part.strip())
 
 
 @functools.cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import pkgutil
 
+from lora_telemetry import config
 from lora_telemetry.hooks import http_server, lora_manager, memory_pool, scheduler, tokenizer
 from lora_telemetry.hooks.base import DECLARED, HookSpec
 
@@ -18,6 +19,8 @@ logger = logging.getLogger("lora_telemetry")
 
 
 def target_exists(target: str) -> bool:
+    if target in config.get().hidden_targets:
+        return False
     owner, _, attr = target.rpartition(".")
     try:
         return hasattr(pkgutil.resolve_name(owner), attr)
@@ -48,4 +51,4 @@ def install() -> dict[str, bool]:
     return active
 
 
-__all__ = ["COMPONENTS", "HookSpec", "install", "status", "target_exists"]
+__all__ = ["COMPONENTS", "DECLARED", "HookSpec", "install", "status", "target_exists"]

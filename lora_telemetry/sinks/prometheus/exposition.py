@@ -77,8 +77,7 @@ def render_families(sources: list[tuple[dict[str, str], dict[str, list[tuple[Any
         if not merged:
             continue
         name = family.name
-        base = name[: -len("_total")] if family.type == "counter" else name
-        out.append(f"# HELP {base} {family.help}\n# TYPE {base} {family.type}\n")
+        out.append(f"# HELP {name} {family.help}\n# TYPE {name} {family.type}\n")
         if family.type == "histogram":
             bounds = [_number(b) for b in family.buckets] + ["+Inf"]
             for (names, values), counts in sorted(merged.items()):

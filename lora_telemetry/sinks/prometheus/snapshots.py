@@ -31,9 +31,10 @@ class Snapshot:
 class Publisher:
     """Writes ``store`` to ``<state_dir>/<pid>.json`` whenever it changed."""
 
-    def __init__(self, store: Store, state_dir: Path, extra_labels: dict[str, str]) -> None:
+    def __init__(self, store: Store, state_dir: Path, extra_labels: dict[str, str], pid: int | None = None) -> None:
         self.store = store
-        self.path = state_dir / f"{os.getpid()}.json"
+        self.pid = pid or os.getpid()
+        self.path = state_dir / f"{self.pid}.json"
         self.extra_labels = extra_labels
         self._published = -1
         self._lock = threading.Lock()
@@ -54,7 +55,7 @@ class Publisher:
             version, families = self.store.copy()
             if version == self._published:
                 return
-            payload = {"pid": os.getpid(), "extra_labels": self.extra_labels,
+            payload = {"pid": self.pid, "extra_labels": self.extra_labels,
                        "families": {name: [[list(k), v] for k, v in series] for name, series in families.items()}}
             tmp = self.path.with_name(f".{self.path.name}.tmp")
             try:
