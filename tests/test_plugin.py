@@ -58,3 +58,22 @@ def test_unknown_adapter_gets_400_and_serving_goes_on(server):
     assert status == 400
     assert "no-such-adapter" in body["error"]["message"]
     assert generate(server, "qa")["meta_info"]["completion_tokens"] == 4
+
+
+def test_exposed_families_match_the_spec(server):
+    import re
+
+    from lora_telemetry.scrape import Metrics
+    from tests.spec import spec_families
+
+    generate(server, "qa")
+    text = Metrics.fetch(server.url).text
+    spec = spec_families()
+    types = dict(re.findall(r"^# TYPE (sglang_lora_\S+) (\S+)$", text, re.M))
+    assert types and all(spec[name][0] == kind for name, kind in types.items())
+    for sample in Metrics(text).samples:
+        if not sample.name.startswith("sglang_lora_"):
+            continue
+        family = next(n for n in types if sample.name == n or sample.name in (n + "_bucket", n + "_count", n + "_sum"))
+        assert set(sample.labels) - {"le", "dp_rank"} == set(spec[family][1]), sample
+    assert any(s.name.startswith("sglang:") for s in Metrics(text).samples)  # SGLang's own series are still there

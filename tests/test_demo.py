@@ -1,0 +1,60 @@
+"""The main job, as a user runs it: the table at the end, and a clean stop also on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.server
+
+
+def _demo(bed, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lora_telemetry.cli", "demo", "--dir", str(bed.root), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+
+
+def _sglang_processes(parent: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [p for p in parent.children(recursive=True) if "sglang" in " ".join(p.cmdline())]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_demo_prints_the_per_adapter_table_and_stops_the_server(bed):
+    demo = _demo(bed, "--duration", "8")
+    parent = psutil.Process(demo.pid)
+    seen: list[psutil.Process] = []
+    deadline = time.monotonic() + 240
+    while demo.poll() is None and time.monotonic() < deadline:
+        seen = _sglang_processes(parent) or seen
+        time.sleep(1)
+    output = demo.communicate(timeout=60)[0]
+    assert demo.returncode == 0, output
+    assert "per-adapter telemetry" in output
+    for name in ("qa", "sql", "__base__"):
+        assert any(line.split("│")[1:2] and line.split("│")[1].strip() == name for line in output.splitlines()), name
+    assert "evictions" in output
+    assert seen and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in seen)
+
+
+def test_ctrl_c_stops_the_demo_and_its_server(bed):
+    demo = _demo(bed, "--duration", "120")
+    parent = psutil.Process(demo.pid)
+    deadline = time.monotonic() + 180
+    servers: list[psutil.Process] = []
+    while time.monotonic() < deadline and not any("scheduler" in " ".join(p.cmdline()) for p in servers):
+        servers = _sglang_processes(parent)
+        time.sleep(1)
+    time.sleep(25)  # serving traffic by now
+    demo.send_signal(signal.SIGINT)
+    output = demo.communicate(timeout=60)[0]
+    assert demo.returncode == 130, output
+    time.sleep(1)
+    assert servers and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in servers)
