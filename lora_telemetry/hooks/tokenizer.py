@@ -13,8 +13,9 @@ import contextvars
 import time
 from typing import Any
 
+from lora_telemetry import config, on_demand, runtime
 from lora_telemetry import events as ev
-from lora_telemetry import runtime
+from lora_telemetry.adapters import AdapterDirectory
 from lora_telemetry.hooks.base import hook, safely
 
 TOKENIZER = "sglang.srt.managers.tokenizer_manager.TokenizerManager"
@@ -26,6 +27,16 @@ unload_reason: contextvars.ContextVar[str] = contextvars.ContextVar("lora_unload
 _in_batch_output: contextvars.ContextVar[bool] = contextvars.ContextVar("lora_batch_output", default=False)
 # rid -> adapter name of every admitted request that has not ended yet
 admitted: dict[str, str] = {}
+_directories: dict[Any, AdapterDirectory] = {}
+
+
+def on_demand_directory() -> AdapterDirectory | None:
+    root = config.get().adapter_dir
+    if root is None:
+        return None
+    if root not in _directories:
+        _directories[root] = AdapterDirectory(root)
+    return _directories[root]
 
 
 def _requests(obj: Any) -> list[tuple[str, str | None]]:
@@ -76,6 +87,15 @@ async def validate_and_resolve_lora(original: Any, self: Any, obj: Any, *args: A
         load_trigger.reset(token)
     safely("tokenizer_validate", _admitted, before)
     return result
+
+
+@hook("tokenizer_on_demand", f"{TOKENIZER}._resolve_lora_path", "AROUND")
+async def resolve_lora_path(original: Any, self: Any, obj: Any, *args: Any, **kwargs: Any) -> Any:
+    """With ``LORA_TELEMETRY_ADAPTER_DIR`` set, adapters found there are loaded before SGLang resolves."""
+    directory = safely("tokenizer_on_demand", on_demand_directory)
+    if directory is not None:
+        await on_demand.load_missing(self, obj, directory)  # a failed load rejects the request, as it should
+    return await original(self, obj, *args, **kwargs)
 
 
 def _finished_states(self: Any, recv_obj: Any) -> list[tuple[int, Any]]:

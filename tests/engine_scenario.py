@@ -1,0 +1,102 @@
+"""Drives a real in-process ``LoRAEngine`` in its own process and writes what it saw as JSON.
+
+SGLang kills the process that created an engine when a scheduler dies, so the tests run this
+as a child and assert on its report (``tests/test_engine.py``).
+Usage: python -m tests.engine_scenario REPORT TESTBED_DIR METRICS_PORT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+from lora_telemetry.testbed import engine_kwargs
+from lora_telemetry.testbed.model import ALL_PROJECTIONS, AdapterSpec, make_adapter
+
+PROMPT = "select count from the adapter pool"
+GREEDY = {"max_new_tokens": 8, "temperature": 0}
+
+
+def main(report_path: str, root: str, port: str) -> None:
+    import os
+
+    os.environ["LORA_TELEMETRY_METRICS_PORT"] = port
+    bed = Path(root)
+    kwargs = engine_kwargs(bed, max_loras_per_batch=3, log_level="warning")
+    broken = Path(report_path).parent / "rank16"
+    make_adapter(bed / "model", AdapterSpec("rank16", 16, ALL_PROJECTIONS, seed=9), broken)
+    from lora_telemetry import LoRAEngine
+    from lora_telemetry.adapters import AdapterNameError
+    from lora_telemetry.engine import AdapterLoadError
+
+    adapters = {n: str(bed / "adapters" / n) for n in ("qa", "sql", "chat")}
+    adapters["broken"] = str(broken)
+    report: dict = {}
+    with LoRAEngine(**kwargs, adapters=adapters, adapter_dir=bed / "adapters") as engine:
+        sent = {"requests": 0, "loads": 0}
+        original_generate, original_load = engine.engine.async_generate, engine.engine.async_load_lora_adapter
+
+        async def counting_generate(*a, **k):
+            sent["requests"] += 1
+            return await original_generate(*a, **k)
+
+        async def counting_load(*a, **k):
+            sent["loads"] += 1
+            await asyncio.sleep(0.2)  # hold the load open so that the concurrent callers overlap it
+            return await original_load(*a, **k)
+
+        engine.engine.async_generate, engine.engine.async_load_lora_adapter = counting_generate, counting_load
+
+        mixed = engine.generate([PROMPT] * 3, [{**GREEDY, "lora_name": "qa"}, {**GREEDY, "lora_name": "sql"}, GREEDY])
+        report["mixed"] = [r["text"] for r in mixed]
+        report["direct"] = [engine.engine.generate(PROMPT, GREEDY, lora_path=n)["text"] for n in ("qa", "sql", None)]
+        report["loads_after_mixed"] = sent["loads"]
+
+        async def many() -> list:
+            return await asyncio.gather(*(engine.async_generate(PROMPT, {**GREEDY, "lora_name": "math"})
+                                          for _ in range(16)))
+
+        loads_before = sent["loads"]
+        results = engine.engine.loop.run_until_complete(many())
+        report["single_flight"] = {"loads": sent["loads"] - loads_before, "answers": len({r["text"] for r in results}),
+                                   "results": len(results)}
+
+        partial = engine.generate([PROMPT, PROMPT], [{**GREEDY, "lora_name": "broken"}, {**GREEDY, "lora_name": "qa"}])
+        report["partial"] = [type(r).__name__ if isinstance(r, Exception) else r["text"] for r in partial]
+        report["partial_error"] = str(partial[0])
+
+        bad = {}
+        before = sent["requests"]
+        for name in ("ghost", "a/b", "..", "bad\x00name", "", "x" * 129, "__base__"):
+            try:
+                engine.generate(PROMPT, {**GREEDY, "lora_name": name})
+                bad[repr(name)] = "accepted"
+            except AdapterNameError as error:
+                bad[repr(name)] = str(error)
+        report["bad_names"] = bad
+        report["bad_names_sent"] = sent["requests"] - before
+        try:
+            engine.generate([PROMPT, PROMPT], [GREEDY])
+            report["length_mismatch"] = "accepted"
+        except ValueError as error:
+            report["length_mismatch"] = str(error)
+        try:
+            engine.generate(PROMPT, {**GREEDY, "lora_name": "broken"})
+            report["single_broken"] = "accepted"
+        except AdapterLoadError as error:
+            report["single_broken"] = type(error).__name__
+
+        chunks = list(engine.generate(PROMPT, {**GREEDY, "lora_name": "sql"}, stream=True))
+        report["stream"] = {"chunks": len(chunks), "text": chunks[-1]["text"]}
+        report["priority"] = engine.generate(PROMPT, {**GREEDY, "lora_name": "chat", "priority": 1})["text"]
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            report["metrics"] = response.read().decode()
+    Path(report_path).write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
