@@ -46,12 +46,24 @@ def activate() -> None:
         telemetry = runtime.get()
         active = hooks.install()
         if telemetry.is_main:
+            if cfg.metrics_port is not None:
+                _start_exporter(cfg.metrics_port)
             telemetry.emit(ev.HooksStatus(active))
             telemetry.store.set("sglang_lora_telemetry_info", (__version__, _sglang_version()), 1)
             telemetry.store.ensure("sglang_lora_telemetry_label_overflow_total", ())
         _report_process()
     except Exception:
         logger.exception("lora_telemetry could not start; SGLang runs without it")
+
+
+def _start_exporter(port: int) -> None:
+    """For an in-process ``sglang.Engine`` (its process is the one that loads us first)."""
+    from lora_telemetry import exporter
+
+    try:
+        exporter.start(port)
+    except OSError as error:
+        logger.error("lora_telemetry: cannot serve /metrics on LORA_TELEMETRY_METRICS_PORT=%s: %s", port, error)
 
 
 def _sglang_version() -> str:

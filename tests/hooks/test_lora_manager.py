@@ -21,7 +21,8 @@ FLOAT32 = 4
 @pytest.fixture(scope="module")
 def server(bed, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lifecycle")
-    flags = ["--max-loras-per-batch", str(SLOTS), "--max-loaded-loras", str(MAX_LOADED), *lora_paths(bed, ["qa", "sql"])]
+    flags = ["--max-loras-per-batch", str(SLOTS), "--max-loaded-loras", str(MAX_LOADED),
+             *lora_paths(bed, ["qa", "sql"])]
     with running_server(bed, flags, probe=True, tmp=tmp) as server:
         yield server
 
@@ -140,7 +141,8 @@ def test_request_for_an_unloaded_adapter_is_a_host_miss_and_a_reload(server):
 def test_explicit_unload_clears_both_tiers(server):
     generate(server, "math")
     assert post(server, "/unload_lora_adapter", {"lora_name": "math"})[0] == 200
-    m = metrics_when(server, lambda m: m.total("sglang_lora_adapter_unloads_total", lora_name="math", reason="api") == 1)
+    m = metrics_when(server, lambda m: m.total("sglang_lora_adapter_unloads_total", lora_name="math",
+                                                reason="api") == 1)
     assert m.total("sglang_lora_adapter_unloads_total", lora_name="math", reason="api") == 1
     for tier in ("host", "gpu"):
         assert m.total("sglang_lora_adapter_resident", lora_name="math", tier=tier) == 0

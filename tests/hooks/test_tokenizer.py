@@ -71,8 +71,9 @@ def workload(server) -> Ledger:
     for name, text, tokens in [("qa", "the pool", 5), ("qa", "select count from", 7), ("sql", "where order", 3),
                                (None, "the base model", 6), ("chat", "one base model", 4), (None, "x", 2)]:
         _generate(server, ledger, name, text, tokens)
-    status, batch = post(server, "/generate", {"text": ["a b c", "d e", "the adapter"], "lora_path": ["qa", "chat", None],
-                                               "sampling_params": {"max_new_tokens": 5, "temperature": 0}})
+    status, batch = post(server, "/generate", {
+        "text": ["a b c", "d e", "the adapter"], "lora_path": ["qa", "chat", None],
+        "sampling_params": {"max_new_tokens": 5, "temperature": 0}})
     assert status == 200
     for name, item in zip(["qa", "chat", None], batch, strict=True):
         ledger.add(name, item["meta_info"]["prompt_tokens"], item["meta_info"]["completion_tokens"])
@@ -121,9 +122,11 @@ def test_host_lookups_are_hits_for_loaded_adapters(server, workload):
 
 def test_unknown_names_are_rejected_under_one_series(server, workload):
     for name in ("ghost", 'quo"te\\back', "../../etc/passwd"):
-        status, _ = post(server, "/generate", {"text": "x", "lora_path": name, "sampling_params": {"max_new_tokens": 2}})
+        status, _ = post(server, "/generate", {"text": "x", "lora_path": name,
+                                               "sampling_params": {"max_new_tokens": 2}})
         assert status == 400
-    status, _ = post(server, "/v1/completions", {"model": f"{SERVED_MODEL_NAME}:ghost2", "prompt": "x", "max_tokens": 2})
+    status, _ = post(server, "/v1/completions", {"model": f"{SERVED_MODEL_NAME}:ghost2", "prompt": "x",
+                                                 "max_tokens": 2})
     assert status == 400
     m = metrics_when(server, lambda m: m.total("sglang_lora_requests_total", outcome="rejected") == 4)
     assert m.by("sglang_lora_requests_total", "lora_name", outcome="rejected") == {"__unknown__": 4}
