@@ -1,0 +1,74 @@
+"""Hooks that fail, and hook targets that are missing, never cost a request."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lora_telemetry.hooks import DECLARED
+from lora_telemetry.scrape import Metrics
+from tests.conftest import lora_paths, metrics_when, post, running_server
+
+pytestmark = pytest.mark.server
+NAMES = ["qa", "sql", None, "chat", "code", "qa", "sql", "chat"]
+HIDDEN = "sglang.srt.managers.scheduler.Scheduler.can_schedule_lora_req"
+# Every hook raises, except the one that puts our series on /metrics (we read the counts there).
+FAULTY = sorted({spec.name for spec in DECLARED} - {"http_metrics", "scheduler_admission"})
+
+
+def _traffic(server) -> list[tuple[int, str]]:
+    out = []
+    for name in NAMES:
+        status, body = post(server, "/generate", {"text": "the adapter pool", "lora_path": name,
+                                                  "sampling_params": {"max_new_tokens": 6, "temperature": 0}})
+        out.append((status, body["text"] if status == 200 else body))
+    status, body = post(server, "/load_lora_adapter", {"lora_name": "math", "lora_path": server.math})
+    out.append((status, body.get("success")))
+    status, body = post(server, "/unload_lora_adapter", {"lora_name": "math"})
+    out.append((status, body.get("success")))
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(bed, tmp_path_factory):
+    flags = ["--max-loras-per-batch", "3", *lora_paths(bed, ["qa", "sql", "chat", "code"])]
+    results = {}
+    for kind, env in (("reference", {}), ("faulty", {"LORA_TELEMETRY_FAULT_HOOKS": ",".join(FAULTY),
+                                                       "LORA_TELEMETRY_HIDE_TARGETS": HIDDEN})):
+        with running_server(bed, flags, env=env, tmp=tmp_path_factory.mktemp(kind)) as server:
+            server.math = str(bed.adapters()["math"])
+            traffic = _traffic(server)
+            time.sleep(1)  # scheduler snapshots land within a second
+            results[kind] = (traffic, metrics_when(server, lambda m: True), server.log_tail(400))
+    return results
+
+
+def test_every_request_succeeds_with_the_same_output_when_hooks_raise(runs):
+    reference, faulty = runs["reference"][0], runs["faulty"][0]
+    assert all(status == 200 for status, _ in reference)
+    assert faulty == reference
+
+
+def test_each_failing_hook_counts_its_errors(runs):
+    metrics: Metrics = runs["faulty"][1]
+    errors = metrics.by("sglang_lora_telemetry_errors_total", "hook")
+    exercised = {"tokenizer_validate", "tokenizer_on_demand", "tokenizer_batch_output", "tokenizer_load",
+                 "tokenizer_unload", "manager_load", "manager_unload", "pool_prepare_batch", "pool_slot_copy",
+                 "scheduler_run_batch"}
+    for hook in exercised:
+        assert errors.get(hook, 0) > 0, hook
+    assert errors["tokenizer_validate"] >= len(NAMES)
+    assert not any(v for k, v in runs["reference"][1].by("sglang_lora_telemetry_errors_total", "hook").items())
+
+
+def test_a_missing_target_disables_only_its_hook(runs):
+    active = runs["faulty"][1].by("sglang_lora_telemetry_hooks_active", "hook")
+    assert active["scheduler_admission"] == 0
+    assert all(v == 1 for k, v in active.items() if k != "scheduler_admission")
+    assert "hook scheduler_admission disabled, target missing" in runs["faulty"][2]
+
+
+def test_failures_are_logged_once_per_hook(runs):
+    log = runs["faulty"][2]
+    assert log.count("lora_telemetry hook pool_prepare_batch failed") == 1
