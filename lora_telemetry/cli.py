@@ -38,6 +38,21 @@ def _demo(args: argparse.Namespace) -> int:
     return run(args, console)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from lora_telemetry.bench import report
+
+    if not (args.hooks or args.scrape or args.live_scrape):
+        console.print("choose what to measure: --hooks, --scrape, --live-scrape N (see --help)")
+        return 2
+    if args.hooks:
+        report.hook_costs(console)
+    if args.scrape:
+        report.scrape_costs(console, [int(n) for n in args.scales.split(",")], args.churn)
+    if args.live_scrape:
+        report.live_scrape(console, args.live_scrape, args.scrapes)
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from lora_telemetry.doctor import run
 
@@ -66,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the traffic mix")
     demo.add_argument("--keep-serving", action="store_true", help="leave the server up and print its /metrics URL")
     demo.set_defaults(run=_demo)
+
+    bench = sub.add_parser("bench", help="measure what telemetry costs: hooks per call, /metrics at adapter scale",
+                           description="Benchmarks that print their figures.")
+    bench.add_argument("--hooks", action="store_true", help="cost per call of the hot-path hooks")
+    bench.add_argument("--scrape", action="store_true", help="render time of /metrics at 100, 1,000, 10,000 adapters")
+    bench.add_argument("--scales", default="100,1000,10000", help="adapter counts for --scrape")
+    bench.add_argument("--churn", type=float, default=0.1, help="share of adapters changing between scrapes")
+    bench.add_argument("--live-scrape", type=int, metavar="N",
+                       help="start the test-bed server, give it N adapters that each served a request, time /metrics")
+    bench.add_argument("--scrapes", type=int, default=20, help="scrapes timed by --live-scrape (default 20)")
+    bench.set_defaults(run=_bench)
 
     doctor = sub.add_parser("doctor", help="SGLang version, each hook target found or missing, metrics settings")
     doctor.set_defaults(run=_doctor)

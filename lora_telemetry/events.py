@@ -64,7 +64,9 @@ class PoolState:
 
 @dataclass(slots=True)
 class BatchComposition:
-    distinct_adapters: int
+    """Forward batches since the last one of these: distinct adapters -> number of batches."""
+
+    batches: dict[int, int]
 
 
 @dataclass(slots=True)

@@ -51,6 +51,7 @@ class Telemetry:
         self.store = Store()
         self.prometheus = PrometheusSink(self.store, cfg.max_adapter_labels)
         self.sinks: list[Sink] = [self.prometheus]
+        self._records = [sink.record for sink in self.sinks]
         self.is_main = STATE_DIR_ENV not in os.environ
         if self.is_main:
             base = _state_base()
@@ -66,11 +67,11 @@ class Telemetry:
         self.sink_errors = 0
 
     def emit(self, event: Any) -> None:
-        if not self.is_main and self._publisher is None:
+        if self._publisher is None and not self.is_main:
             self._start_publisher()
-        for sink in self.sinks:
+        for record in self._records:
             try:
-                sink.record(event)
+                record(event)
             except Exception:
                 self.sink_errors += 1
                 if self.sink_errors == 1:
@@ -98,15 +99,29 @@ def process_labels() -> dict[str, str]:
     return {"dp_rank": str(dp_rank if dp_rank is not None else 0)}
 
 
+_reporting: list[bool] = []
+
+
+def set_reporting_rank(value: bool) -> None:
+    """State this process's role where SGLang publishes none (benchmarks, tests)."""
+    _reporting[:] = [value]
+
+
 def reporting_rank() -> bool:
-    """True in the one scheduler process per DP replica that reports (TP rank 0, PP rank 0)."""
+    """True in the one scheduler process per DP replica that reports (TP rank 0, PP rank 0).
+
+    Read from SGLang's published parallel state once it is published, then remembered.
+    """
+    if _reporting:
+        return _reporting[0]
     try:
         from sglang.srt.runtime_context import get_parallel
 
         parallel = get_parallel()
-        return parallel.tp_rank == 0 and getattr(parallel, "pp_rank", 0) == 0
+        _reporting.append(parallel.tp_rank == 0 and getattr(parallel, "pp_rank", 0) == 0)
+        return _reporting[0]
     except Exception:
-        return True
+        return True  # not published yet (or not an SGLang process): report, do not cache
 
 
 _telemetry: Telemetry | None = None
@@ -124,7 +139,7 @@ def get() -> Telemetry:
 
 
 def emit(event: Any) -> None:
-    get().emit(event)
+    (_telemetry or get()).emit(event)
 
 
 def reset_for_tests() -> None:

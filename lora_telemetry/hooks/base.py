@@ -46,10 +46,21 @@ class InjectedFault(RuntimeError):
     """Raised inside a hook by the test-only fault switch ``LORA_TELEMETRY_FAULT_HOOKS``."""
 
 
+_faults: list[frozenset[str]] = []
+
+
+def _faulty(name: str) -> bool:
+    if not _faults:
+        _faults.append(runtime.get().config.fault_hooks)
+    return name in _faults[0]
+
+
 def safely(name: str, fn: Callable[..., T], *args: Any) -> T | None:
     """Run ``fn(*args)`` for hook ``name``; swallow, count and log what it raises."""
     try:
-        if name in runtime.get().config.fault_hooks:
+        if _faults and not _faults[0]:
+            return fn(*args)
+        if _faulty(name):
             raise InjectedFault(f"fault injected into hook {name}")
         return fn(*args)
     except Exception as error:

@@ -73,7 +73,7 @@ def _diff(pool: Any, before: dict, cur_uids: Any, refs: dict) -> None:
 @hook("pool_prepare_batch", f"{POOL}.prepare_lora_batch", "AROUND")
 def prepare_lora_batch(original: Any, self: Any, cur_uids: Any, *args: Any, **kwargs: Any) -> Any:
     slots = self.uid_to_buffer_id
-    if all(uid in slots for uid in cur_uids):
+    if slots.keys() >= cur_uids:  # every adapter of the batch holds a slot: nothing can change
         return original(self, cur_uids, *args, **kwargs)
     before = dict(slots)
     result = original(self, cur_uids, *args, **kwargs)

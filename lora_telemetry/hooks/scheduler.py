@@ -1,8 +1,9 @@
 """Scheduler (scheduler process): gpu-tier lookups, adapters per batch, admission, routing.
 
-``run_batch`` runs once per forward step. The hook touches each request of a prefill batch
-once (marking it seen), computes the batch's distinct adapters, and refreshes the routing
-gauges at most every ``ROUTING_INTERVAL_S`` while busy and once when the scheduler idles.
+``run_batch`` runs once per forward step, so its hook keeps to local state: it counts the
+batch's distinct adapters into a tally, looks at each request of a prefill batch once
+(marking it seen), and hands the tally and the routing gauges on at most every
+``FLUSH_INTERVAL_S`` while busy, and once when the scheduler idles.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from lora_telemetry.hooks.memory_pool import lora_name
 
 SCHEDULER = "sglang.srt.managers.scheduler.Scheduler"
 HEALTH_CHECK_PREFIX = "HEALTH_CHECK"
-ROUTING_INTERVAL_S = 0.25
+FLUSH_INTERVAL_S = 0.25
 _SEEN = "_lora_telemetry_seen"
-_routing = {"last": 0.0, "busy": False}
+_batches: dict[int, int] = {}  # distinct adapters per batch -> batches, since the last flush
+_state = {"last_flush": 0.0, "busy": False}
 
 
 def _manager(scheduler: Any) -> Any:
@@ -35,23 +37,33 @@ def _routing_state(scheduler: Any, batch: Any, refs: dict) -> ev.RoutingState:
     return ev.RoutingState(dict(running), dict(waiting), scheduler.max_loras_per_batch, time.time())
 
 
+def _flush(scheduler: Any, batch: Any, now: float) -> None:
+    _state["last_flush"] = now
+    _state["busy"] = batch is not None
+    if _batches:
+        runtime.emit(ev.BatchComposition(dict(_batches)))
+        _batches.clear()
+    runtime.emit(_routing_state(scheduler, batch, _manager(scheduler).lora_refs))
+
+
+def _gpu_lookups(scheduler: Any, reqs: list) -> None:
+    manager = _manager(scheduler)
+    refs, slots = manager.lora_refs, manager.memory_pool.uid_to_buffer_id
+    for req in reqs:
+        if getattr(req, _SEEN, False) or req.rid.startswith(HEALTH_CHECK_PREFIX):
+            continue
+        setattr(req, _SEEN, True)
+        runtime.emit(ev.CacheLookup(lora_name(req.lora_id, refs), "gpu", req.lora_id in slots))
+
+
 def _on_batch(self: Any, batch: Any) -> None:
-    manager = _manager(self)
-    refs = manager.lora_refs
-    reqs = batch.reqs
-    runtime.emit(ev.BatchComposition(len({r.lora_id for r in reqs})))
+    distinct = len({r.lora_id for r in batch.reqs})
+    _batches[distinct] = _batches.get(distinct, 0) + 1
     if batch.forward_mode.is_extend():
-        slots = manager.memory_pool.uid_to_buffer_id
-        for req in reqs:
-            if getattr(req, _SEEN, False) or req.rid.startswith(HEALTH_CHECK_PREFIX):
-                continue
-            setattr(req, _SEEN, True)
-            runtime.emit(ev.CacheLookup(lora_name(req.lora_id, refs), "gpu", req.lora_id in slots))
+        _gpu_lookups(self, batch.reqs)
     now = time.monotonic()
-    if now - _routing["last"] >= ROUTING_INTERVAL_S:
-        _routing["last"] = now
-        _routing["busy"] = True
-        runtime.emit(_routing_state(self, batch, refs))
+    if now - _state["last_flush"] >= FLUSH_INTERVAL_S:
+        _flush(self, batch, now)
 
 
 @hook("scheduler_run_batch", f"{SCHEDULER}.run_batch", "BEFORE")
@@ -60,16 +72,10 @@ def run_batch(self: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
         safely("scheduler_run_batch", _on_batch, self, batch)
 
 
-def _on_idle(self: Any) -> None:
-    _routing["busy"] = False
-    _routing["last"] = time.monotonic()
-    runtime.emit(_routing_state(self, None, _manager(self).lora_refs))
-
-
 @hook("scheduler_idle", f"{SCHEDULER}.on_idle", "AFTER")
 def on_idle(result: Any, self: Any) -> None:
-    if _routing["busy"] and self.enable_lora and runtime.reporting_rank():
-        safely("scheduler_idle", _on_idle, self)
+    if _state["busy"] and self.enable_lora and runtime.reporting_rank():
+        safely("scheduler_idle", _flush, self, None, time.monotonic())
 
 
 def _deferred(self: Any, req: Any) -> None:

@@ -17,7 +17,9 @@ class LabelGuard:
         self.seen: set[str] = set()
 
     def __call__(self, name: str, count_overflow: bool = False) -> str:
-        if name in self.seen or name in _RESERVED:
+        if name in self.seen:
+            return name
+        if name in _RESERVED:
             return name
         if len(self.seen) < self.cap:
             self.seen.add(name)
@@ -33,6 +35,7 @@ class PrometheusSink:
     def __init__(self, store: Store, max_adapter_labels: int) -> None:
         self.store = store
         self.label = LabelGuard(store, max_adapter_labels)
+        self.seen = self.label.seen
         self._handlers = {
             ev.RequestAdmitted: self._admitted,
             ev.RequestFinished: self._finished,
@@ -50,6 +53,7 @@ class PrometheusSink:
             ev.HookFailed: self._hook_failed,
             ev.HooksStatus: self._hooks_status,
         }
+        self._lookup_series: set[tuple[str, str, str]] = set()
         self._running: set[str] = set()
         self._waiting: set[str] = set()
         self._host_loaded: set[str] = set()
@@ -78,15 +82,25 @@ class PrometheusSink:
         self.store.inc("sglang_lora_requests_total", (ev.UNKNOWN, "rejected"))
 
     def _lookup(self, e: ev.CacheLookup) -> None:
-        name = self.label(e.lora_name)
-        self.store.inc("sglang_lora_cache_lookups_total", (name, e.tier, "hit" if e.hit else "miss"))
+        name = e.lora_name
+        if name not in self.seen:
+            name = self.label(name)
+        key = (name, e.tier, "hit" if e.hit else "miss")
+        if key not in self._lookup_series:
+            # Hits and misses start together at 0, so that PromQL ratios of the two see the
+            # same samples from the same moment.
+            self._lookup_series.update({(name, e.tier, "hit"), (name, e.tier, "miss")})
+            self.store.ensure("sglang_lora_cache_lookups_total", (name, e.tier, "hit"))
+            self.store.ensure("sglang_lora_cache_lookups_total", (name, e.tier, "miss"))
+        self.store.inc("sglang_lora_cache_lookups_total", key)
 
     def _slot_loaded(self, e: ev.SlotLoaded) -> None:
         self.store.inc("sglang_lora_pool_slot_loads_total", (self.label(e.lora_name),))
         self.store.observe("sglang_lora_pool_slot_load_seconds", (), e.seconds)
 
     def _evicted(self, e: ev.SlotEvicted) -> None:
-        self.store.inc("sglang_lora_pool_evictions_total", (self.label(e.lora_name),))
+        name = e.lora_name
+        self.store.inc("sglang_lora_pool_evictions_total", (name if name in self.seen else self.label(name),))
 
     def _pool_state(self, e: ev.PoolState) -> None:
         self.store.set("sglang_lora_pool_slots", ("used",), e.used)
@@ -95,7 +109,8 @@ class PrometheusSink:
         self.store.set("sglang_lora_pool_capacity_bytes", (), e.capacity_bytes)
 
     def _batch(self, e: ev.BatchComposition) -> None:
-        self.store.observe("sglang_lora_batch_adapters", (), e.distinct_adapters)
+        for distinct, batches in e.batches.items():
+            self.store.observe("sglang_lora_batch_adapters", (), distinct, batches)
 
     def _deferred(self, e: ev.AdmissionDeferred) -> None:
         self.store.inc("sglang_lora_admission_deferrals_total", (self.label(e.lora_name),))
@@ -118,6 +133,10 @@ class PrometheusSink:
         if e.tier == "host":
             (self._host_loaded.add if e.resident else self._host_loaded.discard)(e.lora_name)
             s.set("sglang_lora_adapters_loaded", (), len(self._host_loaded))
+            if e.resident:  # its gpu-tier lookups exist from the moment it can be asked for
+                for result in ("hit", "miss"):
+                    self._lookup_series.add((name, "gpu", result))
+                    s.ensure("sglang_lora_cache_lookups_total", (name, "gpu", result))
 
     def _routing(self, e: ev.RoutingState) -> None:
         s = self.store

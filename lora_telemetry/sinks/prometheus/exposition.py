@@ -2,8 +2,9 @@
 
 The rendered bytes are cached and rebuilt only when a store or a snapshot changed, and
 the rebuild runs in a worker thread, so a scrape costs the event loop a dict lookup and a
-copy of bytes, not a render. Counters and histograms of processes that exited are kept
-(a scheduler that restarts must not make a counter go backwards within a server's life);
+copy of bytes, not a render. Series are merged by their label text; histograms whose
+counts did not change since the last render reuse their text. Counters and histograms of
+processes that exited are kept (a counter must not go backwards within a server's life);
 their gauges are dropped, as they describe a process that no longer exists.
 """
 
@@ -16,18 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from lora_telemetry.sinks.prometheus.families import FAMILIES, Family
-from lora_telemetry.sinks.prometheus.snapshots import Reader, Snapshot, pid_alive
+from lora_telemetry.sinks.prometheus.labels import by_label_text
+from lora_telemetry.sinks.prometheus.snapshots import Reader, pid_alive
 from lora_telemetry.sinks.prometheus.store import Store
 
-SeriesKey = tuple[tuple[str, ...], tuple[str, ...]]  # label names, label values
-
-
-def escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+Source = tuple[dict[str, dict[str, Any]], bool]  # family -> label text -> value; process alive
+_HISTOGRAM_TEXT: dict[tuple[str, str], tuple[list, str]] = {}
+_HISTOGRAM_LIMIT = 1_000_000
 
 
 def _number(value: float) -> str:
-    if isinstance(value, int):
+    if type(value) is int:
         return str(value)
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
@@ -36,63 +36,67 @@ def _number(value: float) -> str:
     return repr(value)
 
 
-def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
-    parts = [f'{n}="{escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-def _merge(family: Family, sources: list[tuple[dict[str, str], list[tuple[Any, Any]], bool]]) -> dict[SeriesKey, Any]:
-    merged: dict[SeriesKey, Any] = {}
-    extra_cache: dict[tuple[tuple[str, str], ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    for extra, series, alive in sources:
-        if family.type == "gauge" and not alive:
-            continue
-        key_extra = tuple(sorted(extra.items()))
-        names_vals = extra_cache.get(key_extra)
-        if names_vals is None:
-            names_vals = extra_cache[key_extra] = (
-                family.labels + tuple(k for k, _ in key_extra), tuple(v for _, v in key_extra))
-        names, extra_values = names_vals
-        for labels, value in series:
-            key = (names, tuple(labels) + extra_values)
+def _merge(family: Family, sources: list[Source]) -> dict[str, Any]:
+    present = [series for families, alive in sources
+               if (series := families.get(family.name)) and (alive or family.type != "gauge")]
+    if len(present) <= 1:
+        return present[0] if present else {}
+    merged = dict(present[0])
+    gauge_max = family.type == "gauge" and family.merge == "max"
+    for series in present[1:]:
+        for key, value in series.items():
             old = merged.get(key)
             if old is None:
-                merged[key] = list(value) if isinstance(value, list) else value
+                merged[key] = value
             elif isinstance(value, list):
                 merged[key] = [a + b for a, b in zip(old, value, strict=True)]
-            elif family.type == "gauge" and family.merge == "max":
-                merged[key] = max(old, value)
             else:
-                merged[key] = old + value
+                merged[key] = max(old, value) if gauge_max else old + value
     return merged
 
 
-def render_families(sources: list[tuple[dict[str, str], dict[str, list[tuple[Any, Any]]], bool]]) -> bytes:
-    """Text exposition of every family from ``(extra labels, families, process alive)`` sources."""
+def _histogram_text(name: str, bounds: list[str], labels: str, counts: list) -> str:
+    cached = _HISTOGRAM_TEXT.get((name, labels))
+    if cached is not None and cached[0] == counts:
+        return cached[1]
+    prefix = f"{name}_bucket{{{labels}," if labels else f"{name}_bucket{{"
+    lines = []
+    cumulative = 0
+    for bound, count in zip(bounds, counts, strict=False):
+        cumulative += count
+        lines.append(f"{prefix}{bound}{cumulative}\n")
+    braces = "{" + labels + "}" if labels else ""
+    lines.append(f"{name}_count{braces} {cumulative}\n{name}_sum{braces} {_number(counts[-1])}\n")
+    text = "".join(lines)
+    if len(_HISTOGRAM_TEXT) >= _HISTOGRAM_LIMIT:
+        _HISTOGRAM_TEXT.clear()
+    _HISTOGRAM_TEXT[(name, labels)] = (list(counts), text)
+    return text
+
+
+def render_families(sources: list[Source]) -> bytes:
+    """Text exposition of every family from ``(families by label text, process alive)`` sources."""
     out: list[str] = []
     for family in FAMILIES:
-        merged = _merge(family, [(extra, fams.get(family.name, []), alive) for extra, fams, alive in sources])
+        merged = _merge(family, sources)
         if not merged:
             continue
         name = family.name
         out.append(f"# HELP {name} {family.help}\n# TYPE {name} {family.type}\n")
         if family.type == "histogram":
-            bounds = [_number(b) for b in family.buckets] + ["+Inf"]
-            for (names, values), counts in sorted(merged.items()):
-                prefix = ",".join(f'{n}="{escape(v)}"' for n, v in zip(names, values, strict=True))
-                sep = "," if prefix else ""
-                cumulative = 0
-                for bound, count in zip(bounds, counts[:-1], strict=True):
-                    cumulative += count
-                    out.append(f'{name}_bucket{{{prefix}{sep}le="{bound}"}} {cumulative}\n')
-                label_text = "{" + prefix + "}" if prefix else ""
-                out.append(f"{name}_count{label_text} {cumulative}\n{name}_sum{label_text} {_number(counts[-1])}\n")
-        else:
-            for (names, values), value in sorted(merged.items()):
-                out.append(f"{name}{_labels(names, values)} {_number(value)}\n")
+            bounds = [f'le="{_number(b)}"}} ' for b in family.buckets] + ['le="+Inf"} ']
+            out.extend(_histogram_text(name, bounds, labels, counts) for labels, counts in merged.items())
+            continue
+        for labels, value in merged.items():
+            number = str(value) if type(value) is int else _number(value)
+            out.append(f"{name}{{{labels}}} {number}\n" if labels else f"{name} {number}\n")
     return "".join(out).encode()
+
+
+def local_source(store: Store) -> dict[str, dict[str, Any]]:
+    _, families = store.copy()
+    by_name = {f.name: f for f in FAMILIES}
+    return {name: by_label_text(by_name[name].labels, series) for name, series in families.items()}
 
 
 class Renderer:
@@ -113,11 +117,9 @@ class Renderer:
             key = self._current_key()
             if key == self._key:
                 return self._bytes
-            _, local = self.store.copy()
-            sources: list[tuple[dict[str, str], dict[str, list[tuple[Any, Any]]], bool]] = [({}, local, True)]
+            sources: list[Source] = [(local_source(self.store), True)]
             if self.reader:
-                snapshots: list[Snapshot] = self.reader.read(key[1])
-                sources += [(s.extra_labels, s.families, pid_alive(s.pid)) for s in snapshots]
+                sources += [(s.families, pid_alive(s.pid)) for s in self.reader.read(key[1])]
             self._bytes = render_families(sources)
             self._key = key
             return self._bytes

@@ -1,41 +1,48 @@
 """Scheduler processes publish their store as a snapshot file; the main process reads them.
 
-One JSON file per process in the run's state directory, replaced atomically (write, then
-rename) by a daemon thread at most every ``interval`` seconds and only when something
-changed, so the scheduler's hot path never touches a file. A reader sees either the old
-or the new snapshot, never a torn one.
+One file per process in the run's state directory, replaced atomically (write, then
+rename) by a daemon thread at most every ``PUBLISH_INTERVAL_S`` and only when something
+changed, so the scheduler's hot path never touches a file. A reader sees either the old or
+the new snapshot, never a torn one. Series are keyed by their rendered label text (this
+process's ``dp_rank`` included), so the reader merges and renders without re-formatting.
+The format is ``marshal`` (parsed at C speed: 10,000 adapters' series in a few tens of
+milliseconds); the files are written and read only by the same interpreter, in a
+directory of this server's own.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
+import marshal
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lora_telemetry.sinks.prometheus.families import BY_NAME
+from lora_telemetry.sinks.prometheus.labels import by_label_text
 from lora_telemetry.sinks.prometheus.store import Store
 
 PUBLISH_INTERVAL_S = 0.2
+SUFFIX = ".snapshot"
 
 
 @dataclass
 class Snapshot:
     pid: int
-    extra_labels: dict[str, str]
-    families: dict[str, list[tuple[tuple[str, ...], Any]]]
+    families: dict[str, dict[str, Any]]  # family -> label text -> value
 
 
 class Publisher:
-    """Writes ``store`` to ``<state_dir>/<pid>.json`` whenever it changed."""
+    """Writes ``store`` to ``<state_dir>/<pid>.snapshot`` whenever it changed."""
 
     def __init__(self, store: Store, state_dir: Path, extra_labels: dict[str, str], pid: int | None = None) -> None:
         self.store = store
         self.pid = pid or os.getpid()
-        self.path = state_dir / f"{self.pid}.json"
-        self.extra_labels = extra_labels
+        self.path = state_dir / f"{self.pid}{SUFFIX}"
+        self.extra_names = tuple(extra_labels)
+        self.extra_values = tuple(extra_labels.values())
         self._published = -1
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -55,11 +62,12 @@ class Publisher:
             version, families = self.store.copy()
             if version == self._published:
                 return
-            payload = {"pid": self.pid, "extra_labels": self.extra_labels,
-                       "families": {name: [[list(k), v] for k, v in series] for name, series in families.items()}}
+            payload = {"pid": self.pid, "families": {
+                name: by_label_text(BY_NAME[name].labels + self.extra_names, series, self.extra_values)
+                for name, series in families.items()}}
             tmp = self.path.with_name(f".{self.path.name}.tmp")
             try:
-                tmp.write_text(json.dumps(payload, separators=(",", ":")))
+                tmp.write_bytes(marshal.dumps(payload))
                 os.replace(tmp, self.path)
                 self._published = version
             except OSError:
@@ -81,14 +89,14 @@ class Reader:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        self._cache: dict[Path, tuple[tuple[int, int], Snapshot]] = {}
+        self._cache: dict[str, tuple[tuple[int, int], Snapshot]] = {}
 
     def signature(self) -> tuple[tuple[str, int, int], ...]:
         entries = []
         try:
             with os.scandir(self.state_dir) as it:
                 for entry in it:
-                    if entry.name.endswith(".json") and not entry.name.startswith("."):
+                    if entry.name.endswith(SUFFIX) and not entry.name.startswith("."):
                         st = entry.stat()
                         entries.append((entry.name, st.st_mtime_ns, st.st_size))
         except FileNotFoundError:
@@ -97,23 +105,18 @@ class Reader:
 
     def read(self, signature: tuple[tuple[str, int, int], ...]) -> list[Snapshot]:
         snapshots = []
-        fresh: dict[Path, tuple[tuple[int, int], Snapshot]] = {}
+        fresh: dict[str, tuple[tuple[int, int], Snapshot]] = {}
         for name, mtime, size in signature:
-            path = self.state_dir / name
-            cached = self._cache.get(path)
+            cached = self._cache.get(name)
             if cached and cached[0] == (mtime, size):
                 snapshot = cached[1]
             else:
                 try:
-                    data = json.loads(path.read_text())
-                except (OSError, ValueError):
+                    data = marshal.loads((self.state_dir / name).read_bytes())
+                    snapshot = Snapshot(pid=int(data["pid"]), families=data["families"])
+                except (OSError, ValueError, EOFError, TypeError, KeyError):
                     continue
-                snapshot = Snapshot(
-                    pid=int(data["pid"]),
-                    extra_labels=dict(data.get("extra_labels", {})),
-                    families={n: [(tuple(k), v) for k, v in s] for n, s in data["families"].items()},
-                )
-            fresh[path] = ((mtime, size), snapshot)
+            fresh[name] = ((mtime, size), snapshot)
             snapshots.append(snapshot)
         self._cache = fresh
         return snapshots

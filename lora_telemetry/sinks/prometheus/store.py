@@ -1,7 +1,7 @@
 """A process's metric values, kept in plain dicts.
 
-Recording is a dict update under an uncontended lock (well under a microsecond), never a
-file write: prometheus_client's multiprocess files cost microseconds per update and
+Recording is a dict update (a few hundred nanoseconds), never a file write:
+prometheus_client's multiprocess files cost microseconds per update and
 seconds per scrape at thousands of adapters. Scheduler processes publish snapshots of
 this store (:mod:`.snapshots`); the main process merges them into ``/metrics``
 (:mod:`.exposition`).
@@ -19,7 +19,12 @@ LabelValues = tuple[str, ...]
 
 
 class Store:
-    """Counters, gauges and histograms of one process, keyed by family and label values."""
+    """Counters, gauges and histograms of one process, keyed by family and label values.
+
+    One thread writes (the hook's: SGLang's event loop, or a scheduler's loop); readers in
+    other threads copy a family with one ``dict()`` call, which the GIL makes atomic. So
+    writes take no lock; :meth:`copy` takes one only against other readers.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -28,54 +33,46 @@ class Store:
         self._buckets = {f.name: f.buckets for f in FAMILIES if f.type == "histogram"}
 
     def inc(self, family: str, labels: LabelValues = (), amount: float = 1) -> None:
-        with self._lock:
-            series = self.values[family]
-            series[labels] = series.get(labels, 0) + amount
-            self.version += 1
+        series = self.values[family]
+        series[labels] = series.get(labels, 0) + amount
+        self.version += 1
 
     def set(self, family: str, labels: LabelValues, value: float) -> None:
-        with self._lock:
-            self.values[family][labels] = value
-            self.version += 1
+        self.values[family][labels] = value
+        self.version += 1
 
     def replace(self, family: str, labels: LabelValues, value: float) -> None:
         """Make ``labels`` the family's only series (info-style gauges)."""
-        with self._lock:
-            self.values[family] = {labels: value}
-            self.version += 1
+        self.values[family] = {labels: value}
+        self.version += 1
 
-    def observe(self, family: str, labels: LabelValues, value: float) -> None:
-        """Histogram observation: per-bucket counts (last one +Inf), then the sum."""
+    def observe(self, family: str, labels: LabelValues, value: float, times: int = 1) -> None:
+        """Histogram observation(s): per-bucket counts (last one +Inf), then the sum."""
         buckets = self._buckets[family]
-        with self._lock:
-            series = self.values[family]
-            counts = series.get(labels)
-            if counts is None:
-                counts = series[labels] = [0] * (len(buckets) + 2)
-            counts[bisect.bisect_left(buckets, value)] += 1
-            counts[-1] += value
-            self.version += 1
+        series = self.values[family]
+        counts = series.get(labels)
+        if counts is None:
+            counts = series[labels] = [0] * (len(buckets) + 2)
+        counts[bisect.bisect_left(buckets, value)] += times
+        counts[-1] += value * times
+        self.version += 1
 
     def ensure(self, family: str, labels: LabelValues) -> None:
         """Create a series at zero so that it is visible before anything happened."""
-        with self._lock:
-            series = self.values[family]
-            if labels not in series:
-                if BY_NAME[family].type == "histogram":
-                    series[labels] = [0] * (len(self._buckets[family]) + 2)
-                else:
-                    series[labels] = 0
-                self.version += 1
+        series = self.values[family]
+        if labels not in series:
+            histogram = BY_NAME[family].type == "histogram"
+            series[labels] = [0] * (len(self._buckets[family]) + 2) if histogram else 0
+            self.version += 1
 
     def get(self, family: str, labels: LabelValues = ()) -> Any:
-        with self._lock:
-            return self.values[family].get(labels)
+        return self.values[family].get(labels)
 
-    def copy(self) -> tuple[int, dict[str, list[tuple[LabelValues, Any]]]]:
-        """A consistent copy of every non-empty family, with the version it reflects."""
+    def copy(self) -> tuple[int, dict[str, dict[LabelValues, Any]]]:
+        """A copy of every non-empty family, with the version it reflects (or a later one)."""
         with self._lock:
-            return self.version, {
-                name: [(labels, list(v) if isinstance(v, list) else v) for labels, v in series.items()]
-                for name, series in self.values.items()
-                if series
-            }
+            version = self.version
+            families = {name: dict(series) for name, series in list(self.values.items()) if series}
+        for name in self._buckets.keys() & families.keys():
+            families[name] = {labels: counts[:] for labels, counts in families[name].items()}
+        return version, families

@@ -92,5 +92,5 @@ def test_snapshot_is_replaced_atomically(tmp_path):
     publisher.publish()
     store.inc("sglang_lora_pool_evictions_total", ("qa",))
     publisher.publish()
-    assert sorted(os.listdir(tmp_path)) == [f"{os.getpid()}.json"]
+    assert sorted(os.listdir(tmp_path)) == [f"{os.getpid()}.snapshot"]
     assert Metrics(Renderer(Store(), tmp_path).render().decode()).total("sglang_lora_pool_evictions_total") == 2

@@ -1,0 +1,1 @@
+"""Benchmarks: the cost of our hooks, the cost of a scrape at adapter scale, and traffic."""

@@ -1,0 +1,62 @@
+"""The figures the benchmark commands print."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from lora_telemetry.bench import hooks, scrape
+
+
+def hook_costs(console: Console) -> None:
+    table = Table(title="cost of our hooks per call (SGLang's own work excluded)")
+    table.add_column("hot path")
+    table.add_column("median", justify="right")
+    table.add_column("p95", justify="right")
+    for name, timing in hooks.run().items():
+        table.add_row(name, f"{timing.median * 1e9:,.0f} ns", f"{timing.p95 * 1e9:,.0f} ns")
+    console.print(table)
+    console.print("budgets: recording one event <= 1 us; per forward batch <= 5 us")
+
+
+def scrape_costs(console: Console, scales: list[int], churn: float) -> None:
+    table = Table(title=f"rendering our series for /metrics ({churn:.0%} of adapters change between scrapes)")
+    for column in ("adapters", "median", "p95", "first scrape", "exposition"):
+        table.add_column(column, justify="right")
+    for adapters in scales:
+        with console.status(f"{adapters:,} adapters"):
+            timing, first, size = scrape.synthetic(adapters, scrapes=10 if adapters >= 10_000 else 20, churn=churn)
+        table.add_row(f"{adapters:,}", f"{timing.median * 1e3:,.1f} ms", f"{timing.p95 * 1e3:,.1f} ms",
+                      f"{first * 1e3:,.1f} ms", f"{size / 1e6:.1f} MB")
+    console.print(table)
+    console.print("goals: 1,000 adapters median <= 100 ms, p95 <= 200 ms; 10,000 adapters < 1 s "
+                  "(prometheus_client's multiprocess files: 1.27 s and 14 s)")
+
+
+def live_scrape(console: Console, adapters: int, scrapes: int) -> None:
+    """Start a test-bed server, give it ``adapters`` adapters that each served a request, time /metrics."""
+    from lora_telemetry import testbed
+    from lora_telemetry.scrape import Metrics
+    from lora_telemetry.testbed.server import TestBedServer
+
+    root = testbed.default_root()
+    with console.status("making the test bed"):
+        bed = testbed.make(root)
+    env = {"LORA_TELEMETRY_MAX_ADAPTER_LABELS": str(max(1000, adapters + 10))}
+    with tempfile.TemporaryDirectory() as work, TestBedServer(root, ["--max-loras-per-batch", "8"], env=env,
+                                                              log_path=root / "bench-server.log") as server:
+        with Progress(console=console) as progress:
+            task = progress.add_task(f"loading {adapters:,} adapters, one request each", total=adapters)
+            names = scrape.populate(server.url, bed.adapter_dir, adapters, Path(work),
+                                    progress=lambda n: progress.advance(task, n))
+        metrics = Metrics.fetch(server.url)
+        served = metrics.by("sglang_lora_requests_total", "lora_name", outcome="finished")
+        exact = all(served.get(name) == 1 for name in names)
+        timing, size = scrape.live(server.url, scrapes)
+    console.print(f"live GET /metrics with {adapters:,} adapters ({size / 1e6:.1f} MB, SGLang's series included): "
+                  f"median {timing.median * 1e3:.1f} ms, p95 {timing.p95 * 1e3:.1f} ms over {scrapes} scrapes; "
+                  f"every adapter's request counted exactly once: {exact}")

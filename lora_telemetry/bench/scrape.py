@@ -1,0 +1,113 @@
+"""What a scrape costs at adapter scale.
+
+``synthetic``: the series of N adapters that have all served requests, as a real server
+holds them (request, token and latency series in the main process; cache, pool and
+residency series in a scheduler's snapshot file), rendered from scratch every time as on
+the first scrape after a change. ``live``: ``GET /metrics`` on a running server, optionally
+first given N adapters that each served a request.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from lora_telemetry import events as ev
+from lora_telemetry.bench.timing import Timing, summarize
+from lora_telemetry.sinks.prometheus import PrometheusSink
+from lora_telemetry.sinks.prometheus.exposition import Renderer
+from lora_telemetry.sinks.prometheus.snapshots import Publisher
+from lora_telemetry.sinks.prometheus.store import Store
+
+
+def adapter_series(adapters: int) -> tuple[Store, Store]:
+    """(main-process store, scheduler store) holding every per-adapter series of ``adapters``."""
+    main, scheduler = Store(), Store()
+    tokenizer_sink = PrometheusSink(main, adapters + 10)
+    scheduler_sink = PrometheusSink(scheduler, adapters + 10)
+    for i in range(adapters):
+        name = f"tenant-{i:05d}"
+        tokenizer_sink.record(ev.RequestAdmitted(name))
+        tokenizer_sink.record(ev.CacheLookup(name, "host", True))
+        tokenizer_sink.record(ev.CacheLookup(name, "host", False))
+        tokenizer_sink.record(ev.RequestFinished(name, "finished", 17, 32, 0.04 + i % 7 / 100, 0.9))
+        for event in (ev.CacheLookup(name, "gpu", True), ev.CacheLookup(name, "gpu", False),
+                      ev.SlotLoaded(name, i % 8, 0.0004), ev.SlotEvicted(name, i % 8), ev.AdmissionDeferred(name),
+                      ev.AdapterLoaded(name, "api", True, 0.02), ev.Residency(name, "host", True, 65536, False),
+                      ev.Residency(name, "gpu", i % 100 == 0, 69632, False)):
+            scheduler_sink.record(event)
+    scheduler_sink.record(ev.RoutingState({f"tenant-{i:05d}": 1 for i in range(min(adapters, 8))},
+                                          {f"tenant-{i:05d}": 2 for i in range(8, min(adapters, 40))}, 8, time.time()))
+    return main, scheduler
+
+
+def synthetic(adapters: int, scrapes: int = 20, churn: float = 0.1) -> tuple[Timing, float, int]:
+    """(time per scrape, time of the first scrape, exposition bytes).
+
+    Between two scrapes, a ``churn`` fraction of the adapters serve another request (their
+    request, token, latency and cache series change) and the scheduler publishes a new
+    snapshot, so every scrape reads a new snapshot and re-renders what changed.
+    """
+    main, scheduler = adapter_series(adapters)
+    tokenizer_sink, scheduler_sink = PrometheusSink(main, adapters + 10), PrometheusSink(scheduler, adapters + 10)
+    changed = max(1, int(adapters * churn))
+    with tempfile.TemporaryDirectory() as directory:
+        publisher = Publisher(scheduler, Path(directory), {"dp_rank": "0"}, pid=os.getpid())
+        publisher.publish()
+        renderer = Renderer(main, Path(directory))
+        start = time.perf_counter()
+        size = len(renderer.render())
+        first = time.perf_counter() - start
+        samples = []
+        for scrape in range(scrapes):
+            for i in range(scrape * changed, (scrape + 1) * changed):
+                name = f"tenant-{i % adapters:05d}"
+                tokenizer_sink.record(ev.RequestFinished(name, "finished", 11, 20, 0.03 + scrape / 100, 0.5))
+                scheduler_sink.record(ev.CacheLookup(name, "gpu", scrape % 2 == 0))
+            publisher.publish()
+            start = time.perf_counter()
+            size = len(renderer.render())
+            samples.append(time.perf_counter() - start)
+    return summarize(samples), first, size
+
+
+def live(url: str, scrapes: int = 20) -> tuple[Timing, int]:
+    samples, size = [], 0
+    for _ in range(scrapes):
+        start = time.perf_counter()
+        with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=60) as response:
+            size = len(response.read())
+        samples.append(time.perf_counter() - start)
+    return summarize(samples), size
+
+
+def populate(url: str, adapter_dir: Path, adapters: int, workdir: Path,
+             progress: Callable[[int], None] = lambda _n: None) -> list[str]:
+    """Give a running server ``adapters`` adapters (copies of the test bed's under new names),
+    each of which serves one request, so that every per-adapter series exists."""
+    import json
+
+    sources = sorted(p for p in adapter_dir.iterdir() if (p / "adapter_config.json").exists())
+    names = [f"tenant-{i:05d}" for i in range(adapters)]
+
+    def one(i: int) -> None:
+        folder = workdir / names[i]
+        if not folder.exists():
+            shutil.copytree(sources[i % len(sources)], folder)
+        generate = {"text": "x", "lora_path": names[i], "sampling_params": {"max_new_tokens": 1}}
+        for path, body in (("/load_lora_adapter", {"lora_name": names[i], "lora_path": str(folder)}),
+                           ("/generate", generate)):
+            request = urllib.request.Request(url.rstrip("/") + path, data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(request, timeout=120).read()
+        progress(1)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(adapters)))
+    return names
