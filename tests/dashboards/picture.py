@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-RATE = "[30s]"
+RATE = "[10s]"
 PANELS = [
     ("Requests per second by adapter", f"sum by (lora_name) (rate(sglang_lora_requests_total{RATE}))", "req/s"),
     ("GPU tier hit rate", f'sum by (lora_name) (rate(sglang_lora_cache_lookups_total{{tier="gpu",result="hit"}}{RATE}))'
@@ -26,20 +26,23 @@ PANELS = [
 ]
 
 
-def draw(prometheus, out: Path, seconds: int = 120) -> None:
+def draw(prometheus, out: Path, seconds: int = 90) -> None:
     figure, axes = plt.subplots(2, 3, figsize=(15, 7.5))
     for axis, (title, expr, unit) in zip(axes.flat, PANELS, strict=True):
-        for series in prometheus.query_range(expr, seconds):
+        for series in prometheus.query_range(expr, seconds, step="1s"):
             times = [float(t) for t, _ in series["values"]]
             values = [float(v) for _, v in series["values"]]
             start = times[0] if times else 0
             label = next(iter(series["metric"].values()), "")
+            label = "base model" if label == "__base__" else label  # matplotlib hides labels starting with _
             axis.plot([t - start for t in times], values, label=label)
         axis.set_title(title, fontsize=10)
         axis.set_ylabel(unit, fontsize=8)
+        axis.set_xlabel("seconds", fontsize=8)
         axis.tick_params(labelsize=7)
         axis.legend(fontsize=6, loc="upper left")
-    figure.suptitle("SGLang LoRA adapters: test-bed server, 6 adapters, 3 pool slots", fontsize=12)
+    figure.suptitle("SGLang LoRA adapters on the test bed: 6 adapters, 3 pool slots; "
+                    "half-way the mix narrows to 3 adapters", fontsize=12)
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=90)

@@ -36,20 +36,25 @@ def run(bed, tmp_path_factory):
     with running_server(bed, flags, tmp=tmp) as server, Prometheus(f"127.0.0.1:{server.port}", tmp) as prometheus:
         prometheus.wait_for('sglang_lora_cache_lookups_total{tier="gpu"}', lambda r: len(r) >= 2 * len(ADAPTERS))
 
+        drawing = "LORA_TELEMETRY_DASHBOARD_PNG" in os.environ  # a longer run for the README's picture
+        count = 900 if drawing else 90
+
         def request(i: int) -> int:
-            name = ADAPTERS[(i * 7) % len(ADAPTERS)] if i % 5 else None
+            pool = ADAPTERS[:3] if drawing and i > count // 2 else ADAPTERS  # second half: a mix that fits
+            name = pool[(i * 7) % len(pool)] if i % 5 else None
             return post(server, "/generate", {"text": f"request {i}", "lora_path": name,
                                               "sampling_params": {"max_new_tokens": 8, "temperature": 0}})[0]
 
         with ThreadPoolExecutor(6) as pool:
-            statuses = list(pool.map(request, range(90)))
-        assert statuses.count(200) == 90
+            statuses = list(pool.map(request, range(count)))
+        assert statuses.count(200) == count
         assert post(server, "/unload_lora_adapter", {"lora_name": "legal"})[0] == 200
         raw = Metrics.fetch(server.url)
         total = raw.total("sglang_lora_cache_lookups_total", tier="gpu")
         prometheus.wait_for('sum(sglang_lora_cache_lookups_total{tier="gpu"})',
                             lambda r: r and float(r[0]["value"][1]) == total)
         prometheus.wait_for("lora_name:sglang_lora_cache_gpu_hit_ratio:rate5m", lambda r: len(r) >= 5, timeout=10)
+        prometheus.wait_for("count_over_time(sglang_lora_adapter_unloads_total[1m]) >= 2", bool)  # rate() needs two
         with urllib.request.urlopen(server.url + "/metrics", timeout=30) as response:
             exposition = response.read().decode()
         yield prometheus, raw, exposition
