@@ -120,8 +120,25 @@ def summary_table(counts: ClientCounts, metrics: Metrics, names: list[str]) -> T
     return table
 
 
+DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
+
+
+def serving_instructions(server: TestBedServer) -> str:
+    """How to point Prometheus and Grafana at the demo's server."""
+    target = server.url.removeprefix("http://")
+    return (
+        f"\nserving at {server.url}; metrics at {server.url}/metrics; Ctrl-C stops it\n\n"
+        "Prometheus: add this job to prometheus.yml (example with rules: "
+        f"{DASHBOARDS / 'prometheus' / 'prometheus.yml'})\n"
+        f"  scrape_configs:\n    - job_name: sglang\n      static_configs:\n        - targets: [\"{target}\"]\n"
+        f"  rule_files: [\"{DASHBOARDS / 'prometheus' / 'rules.yml'}\"]\n"
+        f"Grafana: import {DASHBOARDS / 'grafana' / 'lora-telemetry.json'} (or provision it with "
+        f"{DASHBOARDS / 'grafana' / 'provisioning.yml'}) and pick your Prometheus data source"
+    )
+
+
 def _serve_until_interrupted(console: Console, server: TestBedServer) -> None:
-    console.print(f"\nserving at {server.url}; metrics at [bold]{server.url}/metrics[/bold]; Ctrl-C stops it")
+    console.print(serving_instructions(server), markup=False, highlight=False)
     try:
         signal.pause()
     except KeyboardInterrupt:

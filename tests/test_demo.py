@@ -58,3 +58,17 @@ def test_ctrl_c_stops_the_demo_and_its_server(bed):
     assert demo.returncode == 130, output
     time.sleep(1)
     assert servers and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in servers)
+
+
+def test_keep_serving_says_how_to_point_prometheus_and_grafana_at_it():
+    import re
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from lora_telemetry.demo import serving_instructions
+
+    text = serving_instructions(SimpleNamespace(url="http://127.0.0.1:31234"))
+    assert '- targets: ["127.0.0.1:31234"]' in text and "/metrics" in text
+    paths = re.findall(r"(/\S+\.(?:yml|json))", text)
+    assert {Path(p).name for p in paths} == {"prometheus.yml", "rules.yml", "lora-telemetry.json", "provisioning.yml"}
+    assert all(Path(p).exists() for p in paths)
