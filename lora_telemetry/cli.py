@@ -39,18 +39,21 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from lora_telemetry.bench import report
+    from lora_telemetry.bench import command, report
 
-    if not (args.hooks or args.scrape or args.live_scrape):
-        console.print("choose what to measure: --hooks, --scrape, --live-scrape N (see --help)")
-        return 2
-    if args.hooks:
-        report.hook_costs(console)
-    if args.scrape:
-        report.scrape_costs(console, [int(n) for n in args.scales.split(",")], args.churn)
-    if args.live_scrape:
-        report.live_scrape(console, args.live_scrape, args.scrapes)
-    return 0
+    if args.hooks or args.scrape or args.live_scrape:
+        if args.hooks:
+            report.hook_costs(console)
+        if args.scrape:
+            report.scrape_costs(console, [int(n) for n in args.scales.split(",")], args.churn)
+        if args.live_scrape:
+            report.live_scrape(console, args.live_scrape, args.scrapes)
+        return 0
+    if args.stub:
+        return command.stub_accuracy(args, console)
+    if args.compare_overhead:
+        return command.compare_overhead(args, console)
+    return command.run_traffic(args, console)
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -82,15 +85,39 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-serving", action="store_true", help="leave the server up and print its /metrics URL")
     demo.set_defaults(run=_demo)
 
-    bench = sub.add_parser("bench", help="measure what telemetry costs: hooks per call, /metrics at adapter scale",
-                           description="Benchmarks that print their figures.")
-    bench.add_argument("--hooks", action="store_true", help="cost per call of the hot-path hooks")
-    bench.add_argument("--scrape", action="store_true", help="render time of /metrics at 100, 1,000, 10,000 adapters")
-    bench.add_argument("--scales", default="100,1000,10000", help="adapter counts for --scrape")
-    bench.add_argument("--churn", type=float, default=0.1, help="share of adapters changing between scrapes")
-    bench.add_argument("--live-scrape", type=int, metavar="N",
+    bench = sub.add_parser(
+        "bench", help="mixed-adapter traffic generator, overhead comparison, and the cost of telemetry",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Drives S-LoRA's workload model open-loop against a server (--url) or an embedded test-bed "
+        "server: adapter popularity a power law with exponent --alpha over --adapters N, Gamma inter-arrival "
+        "times with --rate and --cv, uniform prompt and output lengths. Prints a per-adapter summary, writes "
+        "bench-result.json and PNG charts to --out. Other modes: --compare-overhead, --stub, --hooks, --scrape.")
+    traffic = bench.add_argument_group("workload")
+    traffic.add_argument("--url", help="a running SGLang server (default: start the test-bed server)")
+    traffic.add_argument("--adapters", type=int, default=8, help="adapters in the mix")
+    traffic.add_argument("--alpha", type=float, default=1.0, help="power-law exponent of adapter popularity")
+    traffic.add_argument("--rate", type=float, default=4.0, help="requests per second")
+    traffic.add_argument("--cv", type=float, default=1.0, help="coefficient of variation of inter-arrival times")
+    traffic.add_argument("--duration", type=float, default=30.0, help="seconds of sending")
+    traffic.add_argument("--requests", type=int, help="a number of requests instead of --duration")
+    traffic.add_argument("--prompt-len", default="8:64", help="prompt tokens, uniform MIN:MAX")
+    traffic.add_argument("--output-len", default="8:32", help="output tokens, uniform MIN:MAX")
+    traffic.add_argument("--seed", type=int, default=0, help="the same seed gives the same schedule")
+    traffic.add_argument("--slots", type=int, default=4, help="pool slots of the embedded server")
+    traffic.add_argument("--out", default="bench-out", help="folder for the JSON result and charts")
+    modes = bench.add_argument_group("other modes")
+    modes.add_argument("--compare-overhead", action="store_true",
+                       help="run the workload on the test-bed server with the plugin off and on, alternating")
+    modes.add_argument("--rounds", type=int, default=3, help="paired rounds for --compare-overhead")
+    modes.add_argument("--stub", action="store_true", help="the generator's send-time accuracy against an instant stub")
+    modes.add_argument("--stub-rate", type=float, default=50.0, help="requests per second for --stub")
+    modes.add_argument("--hooks", action="store_true", help="cost per call of the hot-path hooks")
+    modes.add_argument("--scrape", action="store_true", help="render time of /metrics at 100, 1,000, 10,000 adapters")
+    modes.add_argument("--scales", default="100,1000,10000", help="adapter counts for --scrape")
+    modes.add_argument("--churn", type=float, default=0.1, help="share of adapters changing between scrapes")
+    modes.add_argument("--live-scrape", type=int, metavar="N",
                        help="start the test-bed server, give it N adapters that each served a request, time /metrics")
-    bench.add_argument("--scrapes", type=int, default=20, help="scrapes timed by --live-scrape (default 20)")
+    modes.add_argument("--scrapes", type=int, default=20, help="scrapes timed by --live-scrape")
     bench.set_defaults(run=_bench)
 
     doctor = sub.add_parser("doctor", help="SGLang version, each hook target found or missing, metrics settings")

@@ -1,0 +1,218 @@
+"""Open-loop traffic: send each scheduled request at its time, whatever is still in flight.
+
+Requests go to ``/generate`` as streams (prompt as token ids of the scheduled length, output
+of the scheduled length with ``ignore_eos``), so the client sees TTFT and end-to-end latency.
+The generator reports how late it sent each request against its schedule; the server's
+pool and cache figures come from ``/metrics`` deltas over the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import httpx
+
+from lora_telemetry.bench.workload import Request
+from lora_telemetry.scrape import Metrics
+
+VOCAB = (3, 500)  # token ids the test bed's tokenizer knows, specials excluded
+
+
+@dataclass
+class Outcome:
+    index: int
+    adapter: str
+    scheduled: float
+    sent: float
+    ok: bool = False
+    ttft: float | None = None
+    e2e: float | None = None
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class Run:
+    outcomes: list[Outcome]
+    duration: float
+    before: Metrics | None
+    after: Metrics | None
+    evictions: list[tuple[float, float]] = field(default_factory=list)  # (seconds, total evictions)
+
+    def send_errors(self) -> list[float]:
+        return [o.sent - o.scheduled for o in self.outcomes]
+
+
+def prompt_ids(request: Request) -> list[int]:
+    rng = random.Random(request.index)
+    return [rng.randrange(*VOCAB) for _ in range(request.prompt_tokens)]
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, target: float) -> None:
+    """Sleep to within 2 ms of ``target`` (the event loop's timers have millisecond resolution),
+    then spin without yielding, so that no other task's work can make the send late."""
+    delay = target - loop.time()
+    if delay > 0.003:
+        await asyncio.sleep(delay - 0.002)
+    while loop.time() < target:
+        pass
+
+
+async def _send(client: httpx.AsyncClient, request: Request, name: str | None, outcome: Outcome,
+                loop: asyncio.AbstractEventLoop, start: float) -> None:
+    body = json.dumps({"input_ids": prompt_ids(request), "lora_path": name, "stream": True,
+                       "sampling_params": {"max_new_tokens": request.output_tokens, "ignore_eos": True,
+                                           "temperature": 0}}).encode()
+    last = None
+    try:
+        async with client.stream("POST", "/generate", content=body,
+                                 headers={"Content-Type": "application/json"}) as response:
+            if response.status_code != 200:
+                outcome.error = f"HTTP {response.status_code}: {(await response.aread())[:200]!r}"
+                return
+            async for line in response.aiter_lines():
+                if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                    continue
+                if outcome.ttft is None:
+                    outcome.ttft = loop.time() - start - outcome.sent
+                last = json.loads(line[5:])
+                if "error" in last:
+                    outcome.error = str(last["error"])[:200]
+                    return
+        outcome.e2e = loop.time() - start - outcome.sent
+        meta = (last or {}).get("meta_info", {})
+        outcome.prompt_tokens = int(meta.get("prompt_tokens", 0))
+        outcome.output_tokens = int(meta.get("completion_tokens", 0))
+        outcome.ok = last is not None
+    except httpx.HTTPError as error:
+        outcome.error = repr(error)[:200]
+
+
+def _fetch(url: str) -> Metrics | None:
+    try:
+        return Metrics.fetch(url)
+    except OSError:
+        return None
+
+
+async def _watch_evictions(url: str, start: float, stop: asyncio.Event, out: list[tuple[float, float]]) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        metrics = await loop.run_in_executor(None, _fetch, url)
+        if metrics is not None:
+            out.append((loop.time() - start, metrics.total("sglang_lora_pool_evictions_total")))
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except TimeoutError:
+            pass
+
+
+async def drive(url: str, names: list[str | None], requests: list[Request],
+                on_progress: Callable[[int, int], None] = lambda sent, done: None, watch: bool = True) -> Run:
+    """Send ``requests`` open-loop (``names[r.adapter]`` is the adapter of request ``r``)."""
+    loop = asyncio.get_running_loop()
+    before = await loop.run_in_executor(None, _fetch, url) if watch else None
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    outcomes: list[Outcome] = []
+    evictions: list[tuple[float, float]] = []
+    stop = asyncio.Event()
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600.0), limits=limits) as client:
+        start = loop.time() + 0.05
+        watcher = asyncio.create_task(_watch_evictions(url, start, stop, evictions)) if watch else None
+        tasks = []
+        done = 0
+
+        def finished(_task: asyncio.Task) -> None:
+            nonlocal done
+            done += 1
+            on_progress(len(tasks), done)
+
+        for request in requests:
+            await _sleep_until(loop, start + request.send_at)
+            outcome = Outcome(request.index, names[request.adapter] or "__base__", request.send_at, loop.time() - start)
+            outcomes.append(outcome)
+            task = asyncio.create_task(_send(client, request, names[request.adapter], outcome, loop, start))
+            task.add_done_callback(finished)
+            tasks.append(task)
+            on_progress(len(tasks), done)
+        await asyncio.gather(*tasks)
+        duration = loop.time() - start
+        stop.set()
+        if watcher:
+            await watcher
+    if watch:
+        await asyncio.sleep(1.0)  # the scheduler's last snapshot lands within a second
+    after = await loop.run_in_executor(None, _fetch, url) if watch else None
+    return Run(outcomes, duration, before, after, evictions)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def summary(run: Run) -> dict:
+    """Per-adapter figures from the client and from /metrics deltas, plus the generator's accuracy."""
+    adapters: dict[str, dict] = {}
+    for name in sorted({o.adapter for o in run.outcomes}):
+        mine = [o for o in run.outcomes if o.adapter == name]
+        ok = [o for o in mine if o.ok]
+        row = {
+            "requests": len(mine), "succeeded": len(ok), "failed": len(mine) - len(ok),
+            "prompt_tokens": sum(o.prompt_tokens for o in ok), "output_tokens": sum(o.output_tokens for o in ok),
+            "tokens_per_s": sum(o.output_tokens for o in ok) / run.duration if run.duration else 0.0,
+            "ttft_p50": percentile([o.ttft for o in ok if o.ttft is not None], 0.5),
+            "ttft_p95": percentile([o.ttft for o in ok if o.ttft is not None], 0.95),
+            "ttft_p99": percentile([o.ttft for o in ok if o.ttft is not None], 0.99),
+            "e2e_p95": percentile([o.e2e for o in ok if o.e2e is not None], 0.95),
+        }
+        if run.before is not None and run.after is not None:
+            row.update(_metric_deltas(run.before, run.after, name))
+        adapters[name] = row
+    errors = run.send_errors()
+    return {
+        "duration_s": run.duration,
+        "requests": len(run.outcomes),
+        "succeeded": sum(o.ok for o in run.outcomes),
+        "output_tokens_per_s": sum(o.output_tokens for o in run.outcomes if o.ok) / run.duration,
+        "send_error_s": {"p50": percentile(errors, 0.5), "p99": percentile(errors, 0.99),
+                         "max": max(errors, default=0)},
+        "adapters": adapters,
+        "evictions_over_time": run.evictions,
+    }
+
+
+def _metric_deltas(before: Metrics, after: Metrics, name: str) -> dict:
+    def delta(family: str, **match: str) -> float:
+        return after.total(family, lora_name=name, **match) - before.total(family, lora_name=name, **match)
+
+    gpu_hit, gpu_miss = delta("sglang_lora_cache_lookups_total", tier="gpu", result="hit"), \
+        delta("sglang_lora_cache_lookups_total", tier="gpu", result="miss")
+    host_hit, host_miss = delta("sglang_lora_cache_lookups_total", tier="host", result="hit"), \
+        delta("sglang_lora_cache_lookups_total", tier="host", result="miss")
+    return {
+        "server_requests": delta("sglang_lora_requests_total", outcome="finished"),
+        "server_output_tokens": delta("sglang_lora_generation_tokens_total"),
+        "gpu_hit_rate": gpu_hit / (gpu_hit + gpu_miss) if gpu_hit + gpu_miss else None,
+        "host_hit_rate": host_hit / (host_hit + host_miss) if host_hit + host_miss else None,
+        "slot_loads": delta("sglang_lora_pool_slot_loads_total"),
+        "evictions": delta("sglang_lora_pool_evictions_total"),
+    }
+
+
+def to_json(run: Run, workload: object) -> str:
+    return json.dumps({"workload": asdict(workload), "summary": summary(run),
+                       "requests": [asdict(o) for o in run.outcomes], "written_at": time.time()}, indent=1)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")

@@ -1,0 +1,67 @@
+"""A short bench against the test-bed server: its JSON result agrees with the server's /metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lora_telemetry.scrape import Metrics
+from tests.conftest import lora_paths, running_server
+
+pytestmark = pytest.mark.server
+ADAPTERS = ["chat", "code", "qa", "sql"]  # /v1/models order: the bench takes them sorted
+
+
+@pytest.fixture(scope="module")
+def result(bed, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    with running_server(bed, ["--max-loras-per-batch", "3", *lora_paths(bed, ADAPTERS)], tmp=tmp) as server:
+        before = Metrics.fetch(server.url)
+        run = subprocess.run([sys.executable, "-m", "lora_telemetry.cli", "bench", "--url", server.url,
+                              "--adapters", "4", "--requests", "60", "--rate", "8", "--seed", "3",
+                              "--output-len", "4:12", "--prompt-len", "4:16", "--out", str(tmp / "out")],
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+        after = Metrics.fetch(server.url)
+    return json.loads((tmp / "out" / "bench-result.json").read_text()), before, after, tmp / "out", run.stdout
+
+
+def test_every_request_is_accounted_for_on_the_server(result):
+    data, before, after, _, _ = result
+    adapters = data["summary"]["adapters"]
+    assert sum(a["requests"] for a in adapters.values()) == 60 == data["summary"]["succeeded"]
+    for name, row in adapters.items():
+        served = after.total("sglang_lora_requests_total", lora_name=name, outcome="finished") - \
+            before.total("sglang_lora_requests_total", lora_name=name, outcome="finished")
+        assert row["server_requests"] == served == row["requests"], name
+        assert row["server_output_tokens"] == row["output_tokens"], name
+
+
+def test_evictions_and_hit_rates_are_deltas_of_the_servers_counters(result):
+    data, before, after, _, _ = result
+    for name, row in data["summary"]["adapters"].items():
+        delta = after.total("sglang_lora_pool_evictions_total", lora_name=name) - \
+            before.total("sglang_lora_pool_evictions_total", lora_name=name)
+        assert row["evictions"] == delta, name
+        assert row["gpu_hit_rate"] is None or 0 <= row["gpu_hit_rate"] <= 1
+    assert sum(r["evictions"] for r in data["summary"]["adapters"].values()) > 0  # 4 adapters, 3 slots
+
+
+def test_requests_follow_the_seeded_schedule(result):
+    from lora_telemetry.bench.workload import Workload, schedule
+
+    data = result[0]
+    expected = schedule(Workload(adapters=4, requests=60, rate=8, seed=3, output_len=(4, 12), prompt_len=(4, 16)))
+    assert [r["scheduled"] for r in data["requests"]] == [r.send_at for r in expected]
+    assert [r["output_tokens"] for r in data["requests"]] == [r.output_tokens for r in expected]
+    assert [r["adapter"] for r in data["requests"]] == [ADAPTERS[r.adapter] for r in expected]
+
+
+def test_prints_a_summary_and_writes_the_charts(result):
+    out, stdout = result[3], result[4]
+    assert "per-adapter results" in stdout and "send time vs schedule" in stdout
+    for chart in ("share_vs_hit_rate.png", "ttft_by_adapter.png", "evictions_over_time.png"):
+        assert (out / chart).stat().st_size > 5_000
