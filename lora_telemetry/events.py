@@ -26,6 +26,8 @@ class RequestFinished:
     generation_tokens: int
     ttft_s: float | None
     e2e_s: float | None
+    rid: str | None = None
+    host_hit: bool | None = None  # None: the base model, which has no host-tier lookup
 
 
 @dataclass(slots=True)
@@ -39,6 +41,7 @@ class CacheLookup:
     lora_name: str
     tier: str  # host | gpu
     hit: bool
+    rid: str | None = None
 
 
 @dataclass(slots=True)

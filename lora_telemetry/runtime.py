@@ -13,14 +13,17 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from lora_telemetry import config as config_module
+from lora_telemetry.sinks.logs import LogSink, make_logger
 from lora_telemetry.sinks.prometheus import PrometheusSink
 from lora_telemetry.sinks.prometheus.exposition import Renderer
 from lora_telemetry.sinks.prometheus.snapshots import Publisher, pid_alive
 from lora_telemetry.sinks.prometheus.store import Store
+from lora_telemetry.sinks.traces import TraceSink, make_tracer
 
 logger = logging.getLogger("lora_telemetry")
 STATE_DIR_ENV = "LORA_TELEMETRY_STATE_DIR"
@@ -28,7 +31,9 @@ _STATE_PREFIX = "lora_telemetry-"
 
 
 class Sink(Protocol):
-    def record(self, event: Any) -> None: ...
+    """Renders events: ``handlers`` maps each event type it cares about to its handler."""
+
+    handlers: dict[type, Callable[[Any], None]]
 
 
 def _state_base() -> Path:
@@ -43,6 +48,30 @@ def _remove_dead_runs(base: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _spawned_by_run(state_dir: str | None) -> bool:
+    """True if this process descends from the process that created ``state_dir`` (SGLang's
+    children do; an unrelated process that merely inherited the variable does not)."""
+    if not state_dir:
+        return False
+    owner = Path(state_dir).name.removeprefix(_STATE_PREFIX)
+    if not owner.isdigit() or int(owner) <= 1:
+        return False
+    pid, hops = os.getpid(), 0
+    while pid and pid > 1 and hops < 8:
+        pid, hops = _parent(pid), hops + 1
+        if pid == int(owner):
+            return True
+    return False
+
+
 class Telemetry:
     """One per process. ``emit`` hands an event to every sink, never raising."""
 
@@ -50,9 +79,15 @@ class Telemetry:
         self.config = cfg
         self.store = Store()
         self.prometheus = PrometheusSink(self.store, cfg.max_adapter_labels)
-        self.sinks: list[Sink] = [self.prometheus]
-        self._records = [sink.record for sink in self.sinks]
-        self.is_main = STATE_DIR_ENV not in os.environ
+        self.sinks: list[Sink] = [self.prometheus, LogSink(make_logger(cfg.log_format, cfg.log_level, cfg.log_file,
+                                                                        process_info))]
+        if cfg.traces:
+            self.sinks.append(TraceSink(make_tracer()))
+        self._routes: dict[type, tuple[Callable[[Any], None], ...]] = {}
+        for sink in self.sinks:
+            for kind, handler in sink.handlers.items():
+                self._routes[kind] = (*self._routes.get(kind, ()), handler)
+        self.is_main = not _spawned_by_run(os.environ.get(STATE_DIR_ENV))
         if self.is_main:
             base = _state_base()
             _remove_dead_runs(base)
@@ -69,9 +104,9 @@ class Telemetry:
     def emit(self, event: Any) -> None:
         if self._publisher is None and not self.is_main:
             self._start_publisher()
-        for record in self._records:
+        for handler in self._routes.get(type(event), ()):
             try:
-                record(event)
+                handler(event)
             except Exception:
                 self.sink_errors += 1
                 if self.sink_errors == 1:
@@ -86,6 +121,28 @@ class Telemetry:
         with self._publisher_lock:
             if self._publisher is None:
                 self._publisher = Publisher(self.store, self.state_dir, process_labels()).start()
+
+
+_process_info: dict[str, Any] = {}
+
+
+def process_info() -> dict[str, Any]:
+    """Where a log line comes from: process role, pid, and ranks in a scheduler."""
+    if _process_info:
+        return _process_info
+    main = _telemetry is None or _telemetry.is_main
+    info: dict[str, Any] = {"process": "tokenizer" if main else "scheduler", "pid": os.getpid(),
+                            "dp_rank": None, "tp_rank": None}
+    if not main:
+        try:
+            from sglang.srt.runtime_context import get_parallel
+
+            parallel = get_parallel()
+            info.update(dp_rank=parallel.dp_rank or 0, tp_rank=parallel.tp_rank)
+        except Exception:
+            return info  # not published yet: ask again next time
+    _process_info.update(info)
+    return _process_info
 
 
 def process_labels() -> dict[str, str]:
@@ -142,8 +199,10 @@ def emit(event: Any) -> None:
     (_telemetry or get()).emit(event)
 
 
-def reset_for_tests() -> None:
+def reset() -> None:
+    """Forget this process's telemetry and configuration (benchmarks and tests re-read them)."""
     global _telemetry
     _telemetry = None
+    _process_info.clear()
     config_module.get.cache_clear()
 

@@ -30,7 +30,7 @@ def draw(summary: dict, outcomes: list, out: Path) -> list[Path]:
               color="#dd8452", label="gpu tier hit rate")
     twin.set_ylim(0, 1.05)
     twin.set_ylabel("gpu tier hit rate")
-    axis.set_title("Popular adapters keep their pool slot")
+    axis.set_title("Request share and gpu tier hit rate by adapter")
     figure.legend(loc="upper right", fontsize=8)
     figure.tight_layout()
     paths.append(out / "share_vs_hit_rate.png")

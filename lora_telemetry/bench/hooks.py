@@ -7,6 +7,7 @@ alone: SGLang's own work is replaced by a no-op.
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 from lora_telemetry import events as ev
@@ -32,12 +33,17 @@ def _decode_batch(adapters: int, requests: int) -> tuple[SimpleNamespace, Simple
 
 
 def run() -> dict[str, Timing]:
+    os.environ.setdefault("LORA_TELEMETRY_LOG_FILE", os.devnull)  # measure the log write, not a terminal
+    runtime.reset()
     telemetry = runtime.get()
     runtime.set_reporting_rank(True)  # as in a TP-rank-0 scheduler
     results: dict[str, Timing] = {}
-    event = ev.SlotEvicted("lora7", 3)
-    results["record one event (emit -> all sinks)"] = per_call(lambda: telemetry.emit(event))
-    results["record one event (build + emit)"] = per_call(lambda: telemetry.emit(ev.CacheLookup("lora7", "gpu", True)))
+    lookup = ev.CacheLookup("lora7", "gpu", True)
+    results["record one event (a cache lookup, to every sink)"] = per_call(lambda: telemetry.emit(lookup))
+    results["build and record one event"] = per_call(lambda: telemetry.emit(ev.CacheLookup("lora7", "gpu", True)))
+    eviction = ev.SlotEvicted("lora7", 3)
+    results["record a logged event (an eviction: metrics + JSON line)"] = per_call(
+        lambda: telemetry.emit(eviction), calls=200)
     pool = SimpleNamespace(uid_to_buffer_id={None: 0, "a": 1, "b": 2, "c": 3})
     uids = {None, "a", "c"}
     results["pool hook, every adapter resident (per forward batch)"] = per_call(

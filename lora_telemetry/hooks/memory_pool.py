@@ -70,15 +70,19 @@ def _diff(pool: Any, before: dict, cur_uids: Any, refs: dict) -> None:
     runtime.emit(pool_state(pool, refs))
 
 
+def _slot_map_before(pool: Any, cur_uids: Any) -> dict | None:
+    """The slot map before the call, or None when every adapter of the batch holds a slot
+    (nothing can change: the common case, one set comparison)."""
+    slots = pool.uid_to_buffer_id
+    return None if slots.keys() >= cur_uids else dict(slots)
+
+
 @hook("pool_prepare_batch", f"{POOL}.prepare_lora_batch", "AROUND")
 def prepare_lora_batch(original: Any, self: Any, cur_uids: Any, *args: Any, **kwargs: Any) -> Any:
-    slots = self.uid_to_buffer_id
-    if slots.keys() >= cur_uids:  # every adapter of the batch holds a slot: nothing can change
-        return original(self, cur_uids, *args, **kwargs)
-    before = dict(slots)
+    before = safely("pool_prepare_batch", _slot_map_before, self, cur_uids)
     result = original(self, cur_uids, *args, **kwargs)
-    refs = kwargs.get("lora_refs", args[2] if len(args) > 2 else {})
-    if runtime.reporting_rank():
+    if before is not None and runtime.reporting_rank():
+        refs = kwargs.get("lora_refs", args[2] if len(args) > 2 else {})
         safely("pool_prepare_batch", _diff, self, before, cur_uids, refs)
     return result
 

@@ -53,10 +53,12 @@ def _gpu_lookups(scheduler: Any, reqs: list) -> None:
         if getattr(req, _SEEN, False) or req.rid.startswith(HEALTH_CHECK_PREFIX):
             continue
         setattr(req, _SEEN, True)
-        runtime.emit(ev.CacheLookup(lora_name(req.lora_id, refs), "gpu", req.lora_id in slots))
+        runtime.emit(ev.CacheLookup(lora_name(req.lora_id, refs), "gpu", req.lora_id in slots, req.rid))
 
 
 def _on_batch(self: Any, batch: Any) -> None:
+    if not self.enable_lora:
+        return
     distinct = len({r.lora_id for r in batch.reqs})
     _batches[distinct] = _batches.get(distinct, 0) + 1
     if batch.forward_mode.is_extend():
@@ -68,14 +70,19 @@ def _on_batch(self: Any, batch: Any) -> None:
 
 @hook("scheduler_run_batch", f"{SCHEDULER}.run_batch", "BEFORE")
 def run_batch(self: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
-    if self.enable_lora and runtime.reporting_rank():
+    if runtime.reporting_rank():
         safely("scheduler_run_batch", _on_batch, self, batch)
 
 
+def _on_idle(self: Any) -> None:
+    if self.enable_lora:
+        _flush(self, None, time.monotonic())
+
+
 @hook("scheduler_idle", f"{SCHEDULER}.on_idle", "AFTER")
-def on_idle(result: Any, self: Any) -> None:
-    if _state["busy"] and self.enable_lora and runtime.reporting_rank():
-        safely("scheduler_idle", _flush, self, None, time.monotonic())
+def on_idle(result: Any, self: Any, *args: Any, **kwargs: Any) -> None:
+    if _state["busy"] and runtime.reporting_rank():
+        safely("scheduler_idle", _on_idle, self)
 
 
 def _deferred(self: Any, req: Any) -> None:

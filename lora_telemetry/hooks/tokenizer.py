@@ -25,8 +25,8 @@ HEALTH_CHECK_PREFIX = "HEALTH_CHECK"
 load_trigger: contextvars.ContextVar[str] = contextvars.ContextVar("lora_load_trigger", default="api")
 unload_reason: contextvars.ContextVar[str] = contextvars.ContextVar("lora_unload_reason", default="api")
 _in_batch_output: contextvars.ContextVar[bool] = contextvars.ContextVar("lora_batch_output", default=False)
-# rid -> adapter name of every admitted request that has not ended yet
-admitted: dict[str, str] = {}
+# rid -> (adapter name, host-tier hit) of every admitted request that has not ended yet
+admitted: dict[str, tuple[str, bool | None]] = {}
 _directories: dict[Any, AdapterDirectory] = {}
 
 
@@ -68,9 +68,11 @@ def _admitted(before: tuple[list, set] | None) -> None:
     requests, loaded = before
     for rid, name in requests:
         label = name or ev.BASE
+        hit = None
         if name:
-            runtime.emit(ev.CacheLookup(label, "host", name in loaded))
-        admitted[rid] = label
+            hit = name in loaded
+            runtime.emit(ev.CacheLookup(label, "host", hit, rid))
+        admitted[rid] = (label, hit)
         runtime.emit(ev.RequestAdmitted(label))
 
 
@@ -94,8 +96,17 @@ async def resolve_lora_path(original: Any, self: Any, obj: Any, *args: Any, **kw
     """With ``LORA_TELEMETRY_ADAPTER_DIR`` set, adapters found there are loaded before SGLang resolves."""
     directory = safely("tokenizer_on_demand", on_demand_directory)
     if directory is not None:
-        await on_demand.load_missing(self, obj, directory)  # a failed load rejects the request, as it should
+        try:
+            await on_demand.load_missing(self, obj, directory)
+        except ValueError:
+            raise  # a failed load rejects the request, as it should
+        except Exception as error:  # our own fault: count it, let SGLang resolve as usual
+            safely("tokenizer_on_demand", _raise, error)
     return await original(self, obj, *args, **kwargs)
+
+
+def _raise(error: Exception) -> None:
+    raise error
 
 
 def _finished_states(self: Any, recv_obj: Any) -> list[tuple[int, Any]]:
@@ -110,14 +121,15 @@ def _outcome(reason: Any) -> str:
 
 
 def _end(rid: str, state: Any, outcome: str, prompt_tokens: int, generation_tokens: int) -> None:
-    name = admitted.pop(rid, None)
-    if name is None:
+    entry = admitted.pop(rid, None)
+    if entry is None:
         return
+    name, host_hit = entry
     stats = state.time_stats
     ttft = stats.get_first_token_latency() if stats.first_token_time else None
     e2e = stats.get_e2e_latency() if stats.finished_time else None
     runtime.emit(ev.RequestFinished(name, outcome, prompt_tokens if outcome == "finished" else 0,
-                                    generation_tokens, ttft, e2e))
+                                    generation_tokens, ttft, e2e, rid, host_hit))
 
 
 def _after_batch_output(recv_obj: Any, finished: list[tuple[int, Any]]) -> None:
@@ -147,7 +159,7 @@ def _released(state: Any) -> None:
 
 
 @hook("tokenizer_release", f"{TOKENIZER}._release_lora_once", "AFTER")
-def release_lora_once(result: Any, self: Any, state: Any) -> None:
+def release_lora_once(result: Any, self: Any, state: Any, *args: Any, **kwargs: Any) -> None:
     if not _in_batch_output.get():
         safely("tokenizer_release", _released, state)
 

@@ -36,7 +36,7 @@ class PrometheusSink:
         self.store = store
         self.label = LabelGuard(store, max_adapter_labels)
         self.seen = self.label.seen
-        self._handlers = {
+        self.handlers = {
             ev.RequestAdmitted: self._admitted,
             ev.RequestFinished: self._finished,
             ev.RequestRejected: self._rejected,
@@ -59,7 +59,8 @@ class PrometheusSink:
         self._host_loaded: set[str] = set()
 
     def record(self, event: object) -> None:
-        self._handlers[type(event)](event)
+        """Render one event (the runtime calls the handlers directly)."""
+        self.handlers[type(event)](event)
 
     def _admitted(self, e: ev.RequestAdmitted) -> None:
         self.store.inc("sglang_lora_requests_in_flight", (self.label(e.lora_name, True),))

@@ -1,0 +1,108 @@
+"""Structured event logs: one JSON object per line (or a readable line for people).
+
+Configures structlog for our own logger only (``structlog.wrap_logger``), never
+``structlog.configure`` or the standard library's root logger: the host application's and
+SGLang's logging stay as they were. Each line is written with one ``os.write`` on a file
+opened for appending, so several processes appending to the same file never interleave
+within a line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from lora_telemetry import events as ev
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+MAX_NAME = 256  # names from clients are logged, but not without bound
+
+
+class LineWriter:
+    """structlog's logger interface over a file descriptor: one ``write`` per line."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def msg(self, message: str) -> None:
+        os.write(self.fd, (message + "\n").encode("utf-8", "replace"))
+
+    info = warning = error = debug = msg
+
+
+def _add_trace_ids(logger: Any, method: str, event_dict: dict) -> dict:
+    """``trace_id`` and ``span_id`` of the current OpenTelemetry span, if there is one."""
+    try:
+        from opentelemetry import trace
+
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            event_dict["trace_id"] = format(context.trace_id, "032x")
+            event_dict["span_id"] = format(context.span_id, "016x")
+    except ImportError:
+        pass
+    return event_dict
+
+
+def make_logger(fmt: str, level: str, path: Path | None, process: Callable[[], dict[str, Any]]) -> Any:
+    """Our logger; ``process()`` gives the keys that say where a line comes from (read per line,
+    since SGLang publishes ranks only after the plugin loaded)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path else 2
+
+    def add_process(logger: Any, method: str, event_dict: dict) -> dict:
+        for key, value in process().items():
+            event_dict.setdefault(key, value)
+        return event_dict
+
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    return structlog.wrap_logger(
+        LineWriter(fd),
+        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    add_process, _add_trace_ids, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        context_class=dict,
+    )
+
+
+def _name(name: str) -> str:
+    return name if len(name) <= MAX_NAME else name[:MAX_NAME] + "..."
+
+
+class LogSink:
+    """Renders the lifecycle, pool and rejection events as log lines; knows nothing about SGLang."""
+
+    def __init__(self, logger: Any) -> None:
+        self.log = logger
+        self.handlers = {
+            ev.AdapterLoaded: self._loaded,
+            ev.AdapterUnloaded: self._unloaded,
+            ev.SlotLoaded: self._slot_loaded,
+            ev.SlotEvicted: self._evicted,
+            ev.RequestRejected: self._rejected,
+        }
+
+    def _loaded(self, event: ev.AdapterLoaded) -> None:
+        if event.success:
+            self.log.info("lora.adapter.loaded", lora_name=event.lora_name, trigger=event.trigger,
+                          duration_s=round(event.seconds, 6), bytes=event.bytes, pinned=event.pinned)
+        else:
+            self.log.warning("lora.adapter.load_failed", lora_name=event.lora_name, trigger=event.trigger,
+                             duration_s=round(event.seconds, 6), error=event.error)
+
+    def _unloaded(self, event: ev.AdapterUnloaded) -> None:
+        self.log.info("lora.adapter.unloaded", lora_name=event.lora_name, reason=event.reason,
+                      duration_s=round(event.seconds, 6))
+
+    def _slot_loaded(self, event: ev.SlotLoaded) -> None:
+        self.log.info("lora.pool.slot_loaded", lora_name=event.lora_name, slot=event.slot,
+                      duration_s=round(event.seconds, 6))
+
+    def _evicted(self, event: ev.SlotEvicted) -> None:
+        self.log.info("lora.pool.evicted", lora_name=event.lora_name, slot=event.slot)
+
+    def _rejected(self, event: ev.RequestRejected) -> None:
+        self.log.warning("lora.request.rejected", lora_name=_name(event.requested), error=_name(event.error))

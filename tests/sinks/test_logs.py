@@ -1,0 +1,59 @@
+"""The log sink: our logger only, one line per event, trace ids inside a span, two formats."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import structlog
+
+from lora_telemetry import events as ev
+from lora_telemetry.sinks.logs import LogSink, make_logger
+
+
+def _process() -> dict:
+    return {"process": "tokenizer", "pid": 1, "dp_rank": None, "tp_rank": None}
+
+
+def test_host_logging_is_left_alone(tmp_path):
+    root_handlers, root_level = list(logging.root.handlers), logging.root.level
+    before = structlog.get_config()
+    sink = LogSink(make_logger("json", "info", tmp_path / "log.jsonl", _process))
+    sink.handlers[ev.SlotEvicted](ev.SlotEvicted("qa", 2))
+    assert logging.root.handlers == root_handlers and logging.root.level == root_level
+    assert structlog.get_config() == before and not structlog.is_configured()
+
+
+def test_one_json_object_per_line_with_its_keys(tmp_path):
+    path = tmp_path / "log.jsonl"
+    sink = LogSink(make_logger("json", "info", path, _process))
+    sink.handlers[ev.AdapterLoaded](ev.AdapterLoaded("qa", "api", False, 0.25, error="bad\nfolder"))
+    sink.handlers[ev.RequestRejected](ev.RequestRejected('x"' * 300, "never loaded"))
+    first, second = (json.loads(line) for line in path.read_text().splitlines())
+    assert first["event"] == "lora.adapter.load_failed" and first["error"] == "bad\nfolder"
+    assert first["level"] == "warning" and first["duration_s"] == 0.25 and first["process"] == "tokenizer"
+    assert len(second["lora_name"]) < 300  # names from clients are bounded
+
+
+def test_lines_inside_a_span_carry_its_ids(tmp_path):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    path = tmp_path / "log.jsonl"
+    sink = LogSink(make_logger("json", "info", path, _process))
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("outer") as span:
+        sink.handlers[ev.SlotEvicted](ev.SlotEvicted("qa", 1))
+    sink.handlers[ev.SlotEvicted](ev.SlotEvicted("qa", 1))
+    inside, outside = (json.loads(line) for line in path.read_text().splitlines())
+    assert inside["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert inside["span_id"] == format(span.get_span_context().span_id, "016x")
+    assert "trace_id" not in outside
+
+
+def test_console_format_is_for_people_and_level_filters(tmp_path):
+    path = tmp_path / "log.txt"
+    sink = LogSink(make_logger("console", "warning", path, _process))
+    sink.handlers[ev.SlotEvicted](ev.SlotEvicted("qa", 1))  # info: below the level
+    sink.handlers[ev.AdapterLoaded](ev.AdapterLoaded("qa", "api", False, 0.1, error="boom"))
+    [line] = path.read_text().splitlines()
+    assert "lora.adapter.load_failed" in line and "lora_name=qa" in line and not line.startswith("{")

@@ -1,0 +1,138 @@
+"""JSON event logs and OTel traces from a real server: the exact events, in order, per process."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+
+import pytest
+
+from lora_telemetry.scrape import Metrics
+from lora_telemetry.testbed.server import free_port
+from tests.conftest import generate, lora_paths, metrics_when, post, running_server
+from tests.sinks.otlp_receiver import Receiver
+
+pytestmark = pytest.mark.server
+KEYS = {"event", "timestamp", "level", "lora_name", "process", "pid", "dp_rank", "tp_rank"}
+
+
+def _sequence(server, bed, tmp) -> None:
+    assert post(server, "/load_lora_adapter", {"lora_name": "chat", "lora_path": str(bed.adapters()["chat"])})[0] == 200
+    assert post(server, "/load_lora_adapter", {"lora_name": "missing", "lora_path": str(tmp / "nowhere")})[0] == 400
+    for name in ("qa", "sql", "chat"):
+        generate(server, name)
+    assert post(server, "/unload_lora_adapter", {"lora_name": "sql"})[0] == 200
+    status, _ = post(server, "/generate", {"text": "x", "lora_path": "ghost", "sampling_params": {"max_new_tokens": 2}})
+    assert status == 400
+
+
+def _latencies(server, count: int = 30) -> list[float]:
+    out = []
+    for i in range(count):
+        start = time.perf_counter()
+        generate(server, ("qa", "sql", None)[i % 3], text=f"latency {i}", tokens=4)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(bed, tmp_path_factory):
+    flags = ["--max-loras-per-batch", "3", *lora_paths(bed, ["qa", "sql"])]
+    out = {}
+    tmp = tmp_path_factory.mktemp("logs")
+    log = tmp / "events.jsonl"
+    with running_server(bed, flags, env={"LORA_TELEMETRY_LOG_FILE": str(log)}, tmp=tmp) as server:
+        _sequence(server, bed, tmp)
+        time.sleep(1)
+        out["logs"] = (log, metrics_when(server, lambda m: True), server.log_path)
+        out["latency_off"] = _latencies(server)
+    receiver = Receiver()
+    tmp = tmp_path_factory.mktemp("traces")
+    env = {"LORA_TELEMETRY_TRACES": "on", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+           "OTEL_SERVICE_NAME": "lora-test", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    with running_server(bed, flags, env=env, tmp=tmp) as server:
+        _sequence(server, bed, tmp)
+        time.sleep(2)
+        out["traces"] = receiver
+    receiver.close()
+    tmp = tmp_path_factory.mktemp("closed")
+    env = {"LORA_TELEMETRY_TRACES": "on", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    with running_server(bed, flags, env=env, tmp=tmp) as server:
+        _sequence(server, bed, tmp)
+        out["latency_closed"] = _latencies(server)
+    return out
+
+
+def _lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_every_line_is_json_with_the_spec_keys(runs):
+    lines = _lines(runs["logs"][0])
+    assert lines and all(KEYS <= set(line) for line in lines)
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z$", line["timestamp"]) for line in lines)
+
+
+def test_the_known_sequence_gives_exactly_these_events_per_process(runs):
+    lines = _lines(runs["logs"][0])
+    by_process = {p: [(e["event"], e["lora_name"]) for e in lines if e["process"] == p]
+                  for p in ("tokenizer", "scheduler")}
+    assert by_process["tokenizer"] == [("lora.adapter.loaded", "chat"), ("lora.adapter.load_failed", "missing"),
+                                       ("lora.adapter.unloaded", "sql"), ("lora.request.rejected", "ghost")]
+    assert by_process["scheduler"] == [("lora.adapter.loaded", "qa"), ("lora.adapter.loaded", "sql"),
+                                       ("lora.pool.slot_loaded", "__base__"), ("lora.pool.slot_loaded", "qa"),
+                                       ("lora.pool.slot_loaded", "sql"), ("lora.pool.evicted", "qa"),
+                                       ("lora.pool.slot_loaded", "chat")]
+    failed = next(e for e in lines if e["event"] == "lora.adapter.load_failed")
+    assert failed["error"] and failed["trigger"] == "api" and failed["level"] == "warning"
+    assert next(e for e in lines if e["event"] == "lora.adapter.unloaded")["reason"] == "api"
+    assert {e["dp_rank"] for e in lines if e["process"] == "scheduler"} == {0}
+
+
+def test_event_counts_equal_the_prometheus_counters(runs):
+    lines, metrics = _lines(runs["logs"][0]), runs["logs"][1]
+    count = {name: sum(1 for e in lines if e["event"] == name) for name in {e["event"] for e in lines}}
+    assert count["lora.adapter.loaded"] == metrics.total("sglang_lora_adapter_loads_total", result="success")
+    assert count["lora.adapter.load_failed"] == metrics.total("sglang_lora_adapter_loads_total", result="failure")
+    assert count["lora.adapter.unloaded"] == metrics.total("sglang_lora_adapter_unloads_total")
+    assert count["lora.pool.slot_loaded"] == metrics.total("sglang_lora_pool_slot_loads_total")
+    assert count["lora.pool.evicted"] == metrics.total("sglang_lora_pool_evictions_total")
+    assert count["lora.request.rejected"] == metrics.total("sglang_lora_requests_total", outcome="rejected")
+
+
+def test_sglang_keeps_its_own_log_format(runs):
+    server_log = runs["logs"][2].read_text().splitlines()
+    assert any(re.match(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] ", line) for line in server_log[-20:])
+    assert not any(line.startswith('{"') for line in server_log)  # ours went to the file
+
+
+def test_lifecycle_spans_with_attributes_and_error_status(runs):
+    receiver: Receiver = runs["traces"]
+    loads = {s["attributes"]["lora.name"]: s for s in receiver.named("lora.adapter.load")}
+    assert loads["chat"]["attributes"]["lora.trigger"] == "api" and loads["chat"]["status"] != 2
+    assert loads["missing"]["status"] == 2 and loads["missing"]["message"]  # STATUS_CODE_ERROR
+    assert {s["attributes"]["lora.name"] for s in receiver.named("lora.adapter.load")} >= {"qa", "sql"}  # startup
+    [unload] = receiver.named("lora.adapter.unload")
+    assert unload["attributes"] == {"lora.name": "sql", "lora.reason": "api"}
+    assert {s["attributes"]["lora.name"] for s in receiver.named("lora.pool.evict")} == {"qa"}
+    assert {s["attributes"]["lora.name"] for s in receiver.named("lora.pool.slot_load")} >= {"qa", "sql", "chat"}
+    assert {s["service"] for s in receiver.spans} == {"lora-test"}
+
+
+def test_each_request_has_its_adapter_and_both_cache_results_in_one_trace(runs):
+    receiver: Receiver = runs["traces"]
+    requests = {s["attributes"]["sglang.rid"]: s for s in receiver.named("lora.request")}
+    schedules = {s["attributes"]["sglang.rid"]: s for s in receiver.named("lora.request.schedule")}
+    assert len(requests) == 3 and set(requests) == set(schedules)
+    for rid, span in requests.items():
+        assert span["attributes"]["lora.cache.host"] == "hit"
+        assert schedules[rid]["attributes"]["lora.cache.gpu"] == "miss"
+        assert span["trace_id"] == schedules[rid]["trace_id"]
+        assert span["attributes"]["lora.name"] == schedules[rid]["attributes"]["lora.name"]
+
+
+def test_an_unreachable_collector_does_not_slow_requests(runs):
+    off, closed = statistics.median(runs["latency_off"]), statistics.median(runs["latency_closed"])
+    assert closed / off < 1.3, (off, closed)
