@@ -41,6 +41,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from lora_telemetry.bench import command, report
 
+    if args.scrape_stall:
+        report.scrape_stall(console, args.scrape_stall, args.rounds, args.duration)
+        return 0
     if args.hooks or args.scrape or args.live_scrape:
         if args.hooks:
             report.hook_costs(console)
@@ -118,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument("--live-scrape", type=int, metavar="N",
                        help="start the test-bed server, give it N adapters that each served a request, time /metrics")
     modes.add_argument("--scrapes", type=int, default=20, help="scrapes timed by --live-scrape")
+    modes.add_argument("--scrape-stall", type=int, metavar="N",
+                       help="with N adapters' series on the test-bed server, TTFT p99 with and without a scrape "
+                       "every second, in --rounds pairs of --duration seconds, against round-to-round noise")
     bench.set_defaults(run=_bench)
 
     doctor = sub.add_parser("doctor", help="SGLang version, each hook target found or missing, metrics settings")

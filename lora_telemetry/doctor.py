@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from importlib.metadata import PackageNotFoundError, entry_points, version
 
 from rich.console import Console
@@ -38,6 +39,7 @@ def run(console: Console) -> int:
                   f"in-process exporter port: {cfg.metrics_port or 'off (LORA_TELEMETRY_METRICS_PORT)'}")
     if _sglang_version() == "not installed":
         return 1
+    warnings.filterwarnings("ignore")  # SGLang's import-time notes about GPU-only features
     from lora_telemetry import hooks
 
     table = Table(title="hooks")

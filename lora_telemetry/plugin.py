@@ -43,7 +43,11 @@ def activate() -> None:
         from lora_telemetry import events as ev
         from lora_telemetry import hooks, runtime
 
-        telemetry = runtime.get()
+        try:
+            telemetry = runtime.get()
+        except OSError as error:  # e.g. no writable place for the run's state directory
+            logger.warning("lora_telemetry is off: cannot set up its state directory: %s", error)
+            return
         active = hooks.install()
         if telemetry.is_main:
             if cfg.metrics_port is not None:

@@ -61,3 +61,61 @@ def live_scrape(console: Console, adapters: int, scrapes: int) -> None:
     console.print(f"live GET /metrics with {adapters:,} adapters ({size / 1e6:.1f} MB, SGLang's series included): "
                   f"median {timing.median * 1e3:.1f} ms, p95 {timing.p95 * 1e3:.1f} ms over {scrapes} scrapes; "
                   f"every adapter's request counted exactly once: {exact}")
+
+
+def scrape_stall(console: Console, adapters: int, rounds: int, seconds: float) -> None:
+    """Does scraping stall serving? TTFT p99 of the same workload with and without a scrape
+    every second, paired and interleaved, against the noise between identical rounds."""
+    import asyncio
+    import statistics
+    import threading
+
+    from lora_telemetry import testbed
+    from lora_telemetry.bench import traffic
+    from lora_telemetry.bench.workload import Workload, schedule
+    from lora_telemetry.testbed.server import TestBedServer
+
+    root = testbed.default_root()
+    bed = testbed.make(root)
+    names = list(bed.adapters())
+    flags = ["--max-loras-per-batch", "4", "--lora-paths", *(f"{n}={p}" for n, p in bed.adapters().items())]
+    env = {"LORA_TELEMETRY_MAX_ADAPTER_LABELS": str(adapters + 100)}
+    requests = schedule(Workload(adapters=len(names), rate=6, duration=seconds, seed=11, output_len=(8, 16)))
+
+    def p99(url: str, scraping: bool) -> float:
+        stop = threading.Event()
+
+        def scraper() -> None:
+            while not stop.wait(1.0):
+                scrape.live(url, 1)
+
+        thread = threading.Thread(target=scraper, daemon=True)
+        if scraping:
+            thread.start()
+        run = asyncio.run(traffic.drive(url, names, requests, watch=False))
+        stop.set()
+        return traffic.percentile([o.ttft for o in run.outcomes if o.ok and o.ttft is not None], 0.99)
+
+    with tempfile.TemporaryDirectory() as work, TestBedServer(root, flags, env=env,
+                                                              log_path=root / "bench-server.log") as server:
+        with Progress(console=console) as progress:
+            task = progress.add_task(f"loading {adapters:,} adapters, one request each", total=adapters)
+            scrape.populate(server.url, bed.adapter_dir, adapters, Path(work),
+                            progress=lambda n: progress.advance(task, n))
+        timing, size = scrape.live(server.url, 5)
+        console.print(f"/metrics with {adapters:,} adapters: {size / 1e6:.1f} MB, median {timing.median * 1e3:.0f} ms")
+        effect, noise = [], []
+        for round_ in range(rounds):
+            with console.status(f"round {round_ + 1}/{rounds}"):
+                order = (True, False) if round_ % 2 == 0 else (False, True)
+                results = {mode: p99(server.url, mode) for mode in order}
+                effect.append(results[True] / results[False])
+                first, second = p99(server.url, False), p99(server.url, False)
+                noise.append(max(first, second) / min(first, second))
+    table = Table(title=f"TTFT p99, scrape every second vs none ({adapters:,} adapters' series, {rounds} pairs)")
+    for column in ("", "median", "min", "max"):
+        table.add_column(column, justify="right")
+    table.add_row("with scrapes / without", *(f"{f(effect):.3f}" for f in (statistics.median, min, max)))
+    table.add_row("noise: identical rounds (larger / smaller)",
+                  *(f"{f(noise):.3f}" for f in (statistics.median, min, max)))
+    console.print(table)

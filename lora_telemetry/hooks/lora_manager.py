@@ -47,9 +47,10 @@ def _loaded(self: Any, lora_ref: Any, result: Any, seconds: float) -> None:
     pinned = bool(lora_ref.pinned)
     size = adapter_bytes(self.loras[lora_ref.lora_id]) if result.success else 0
     if id(self) in _starting_up:
+        config = self.configs.get(lora_ref.lora_id) if result.success else None
         runtime.emit(ev.AdapterLoaded(name, "startup", bool(result.success), seconds,
-                                      None if result.success else result.error_message, pinned=pinned,
-                                      bytes=size))
+                                      None if result.success else result.error_message,
+                                      rank=getattr(config, "r", None), pinned=pinned, bytes=size))
     if result.success:
         runtime.emit(ev.Residency(name, "host", True, size, pinned))
     runtime.get().flush()

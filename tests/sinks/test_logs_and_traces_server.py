@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from lora_telemetry.scrape import Metrics
 from lora_telemetry.testbed.server import free_port
 from tests.conftest import generate, lora_paths, metrics_when, post, running_server
 from tests.sinks.otlp_receiver import Receiver
