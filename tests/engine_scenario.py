@@ -95,6 +95,34 @@ def main(report_path: str, root: str, port: str) -> None:
 
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             report["metrics"] = response.read().decode()
+
+        # 64 concurrent callers over several adapters while "chat" is unloaded again and again.
+        served: dict[str, int] = {}
+
+        async def caller(i: int) -> None:
+            name = ("qa", "sql", "chat", "code", None)[i % 5]
+            for _ in range(3):
+                await engine.async_generate(f"caller {i}", {**GREEDY, "max_new_tokens": 3, "lora_name": name})
+                served[name or "__base__"] = served.get(name or "__base__", 0) + 1
+
+        unloads = []
+
+        async def churn() -> None:
+            for _ in range(6):
+                unloads.append((await engine.engine.async_unload_lora_adapter("chat")).success)
+                await asyncio.sleep(0.15)
+
+        async def concurrent() -> None:
+            await asyncio.gather(churn(), *(caller(i) for i in range(64)))
+
+        engine.engine.loop.run_until_complete(concurrent())
+        import time
+
+        time.sleep(1.0)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            report["metrics_after_concurrency"] = response.read().decode()
+        report["concurrency_served"] = served
+        report["concurrency_unloads"] = sum(unloads)
     Path(report_path).write_text(json.dumps(report))
 
 

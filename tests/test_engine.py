@@ -72,3 +72,15 @@ def test_exporter_serves_our_series_beside_sglangs(report):
     # mixed (qa, sql, base) + direct (qa, sql, base) + 16 math + partial qa + stream sql + priority chat
     assert finished == {"qa": 3, "sql": 3, "__base__": 2, "math": 16, "chat": 1}
     assert any(s.name.startswith("sglang:") for s in metrics.samples)
+
+
+def test_concurrent_callers_with_unloads_are_counted_exactly(report):
+    before = Metrics(report["metrics"]).by("sglang_lora_requests_total", "lora_name", outcome="finished")
+    after = Metrics(report["metrics_after_concurrency"])
+    finished = after.by("sglang_lora_requests_total", "lora_name", outcome="finished")
+    delta = {name: finished[name] - before.get(name, 0) for name in finished if finished[name] != before.get(name, 0)}
+    assert delta == report["concurrency_served"]
+    assert sum(delta.values()) == 64 * 3
+    assert not any(after.by("sglang_lora_requests_in_flight", "lora_name").values())
+    unloads = after.total("sglang_lora_adapter_unloads_total", lora_name="chat", reason="api")
+    assert unloads == report["concurrency_unloads"] >= 1

@@ -45,7 +45,7 @@ def runs(bed, tmp_path_factory):
     with running_server(bed, flags, env={"LORA_TELEMETRY_LOG_FILE": str(log)}, tmp=tmp) as server:
         _sequence(server, bed, tmp)
         time.sleep(1)
-        out["logs"] = (log, metrics_when(server, lambda m: True), server.log_path)
+        out["logs"] = (log.read_text(), metrics_when(server, lambda m: True), server.log_path.read_text())
         out["latency_off"] = _latencies(server)
     receiver = Receiver()
     tmp = tmp_path_factory.mktemp("traces")
@@ -64,8 +64,8 @@ def runs(bed, tmp_path_factory):
     return out
 
 
-def _lines(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+def _lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
 
 
 def test_every_line_is_json_with_the_spec_keys(runs):
@@ -102,7 +102,7 @@ def test_event_counts_equal_the_prometheus_counters(runs):
 
 
 def test_sglang_keeps_its_own_log_format(runs):
-    server_log = runs["logs"][2].read_text().splitlines()
+    server_log = runs["logs"][2].splitlines()
     assert any(re.match(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] ", line) for line in server_log[-20:])
     assert not any(line.startswith('{"') for line in server_log)  # ours went to the file
 
