@@ -9,8 +9,10 @@ and logged once per hook; SGLang's own call is never repeated, skipped or altere
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from lora_telemetry import events as ev
@@ -46,19 +48,36 @@ class InjectedFault(RuntimeError):
     """Raised inside a hook by the test-only fault switch ``LORA_TELEMETRY_FAULT_HOOKS``."""
 
 
-_faults: list[frozenset[str]] = []
+# The test-only fault switch: None (no faults: the fast path), a fixed set of hook names,
+# or "@FILE": the names listed in FILE, re-read at most every FAULT_FILE_POLL_S, so that a
+# test can make one hook after another fail on a running server.
+_faults: list[frozenset[str] | str | None] = []
+_fault_file = {"checked": 0.0, "names": frozenset()}
+FAULT_FILE_POLL_S = 0.2
 
 
 def _faulty(name: str) -> bool:
     if not _faults:
-        _faults.append(runtime.get().config.fault_hooks)
-    return name in _faults[0]
+        names = runtime.get().config.fault_hooks
+        file = next((n[1:] for n in names if n.startswith("@")), None)
+        _faults.append(file or names or None)
+    mode = _faults[0]
+    if isinstance(mode, str):
+        now = time.monotonic()
+        if now - _fault_file["checked"] >= FAULT_FILE_POLL_S:
+            _fault_file["checked"] = now
+            try:
+                _fault_file["names"] = frozenset(Path(mode).read_text().split())
+            except OSError:
+                _fault_file["names"] = frozenset()
+        return name in _fault_file["names"]
+    return mode is not None and name in mode
 
 
 def safely(name: str, fn: Callable[..., T], *args: Any) -> T | None:
     """Run ``fn(*args)`` for hook ``name``; swallow, count and log what it raises."""
     try:
-        if _faults and not _faults[0]:
+        if _faults and _faults[0] is None:
             return fn(*args)
         if _faulty(name):
             raise InjectedFault(f"fault injected into hook {name}")

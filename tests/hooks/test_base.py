@@ -30,18 +30,52 @@ def _traffic(server) -> list[tuple[int, str]]:
     return out
 
 
+# Hooks that the traffic below makes run after start-up (the others run once, at start-up).
+EXERCISED = {"tokenizer_validate", "tokenizer_on_demand", "tokenizer_batch_output", "tokenizer_load",
+             "tokenizer_unload", "manager_load", "manager_unload", "pool_prepare_batch", "pool_slot_copy",
+             "scheduler_run_batch", "scheduler_idle"}
+
+
+def _errors(server) -> dict[str, float]:
+    time.sleep(1)  # scheduler snapshots land within a second
+    return metrics_when(server, lambda m: True).by("sglang_lora_telemetry_errors_total", "hook")
+
+
 @pytest.fixture(scope="module")
 def runs(bed, tmp_path_factory):
     flags = ["--max-loras-per-batch", "3", *lora_paths(bed, ["qa", "sql", "chat", "code"])]
     results = {}
-    for kind, env in (("reference", {}), ("faulty", {"LORA_TELEMETRY_FAULT_HOOKS": ",".join(FAULTY),
-                                                       "LORA_TELEMETRY_HIDE_TARGETS": HIDDEN})):
-        with running_server(bed, flags, env=env, tmp=tmp_path_factory.mktemp(kind)) as server:
-            server.math = str(bed.adapters()["math"])
+    tmp = tmp_path_factory.mktemp("in_turn")
+    switch = tmp / "faulty-hooks"
+    switch.write_text("")
+    with running_server(bed, flags, env={"LORA_TELEMETRY_FAULT_HOOKS": f"@{switch}"}, tmp=tmp) as server:
+        server.math = str(bed.adapters()["math"])
+        results["reference"] = (_traffic(server), metrics_when(server, lambda m: True), "")
+        turns = {}
+        for hook in sorted(EXERCISED | {"scheduler_admission", "tokenizer_release"}):
+            switch.write_text(hook)
+            time.sleep(0.5)
+            before = _errors(server)
             traffic = _traffic(server)
-            time.sleep(1)  # scheduler snapshots land within a second
-            results[kind] = (traffic, metrics_when(server, lambda m: True), server.log_tail(400))
+            switch.write_text("")
+            turns[hook] = (traffic, _errors(server).get(hook, 0) - before.get(hook, 0))
+        results["turns"] = turns
+    env = {"LORA_TELEMETRY_FAULT_HOOKS": ",".join(FAULTY), "LORA_TELEMETRY_HIDE_TARGETS": HIDDEN}
+    with running_server(bed, flags, env=env, tmp=tmp_path_factory.mktemp("faulty")) as server:
+        server.math = str(bed.adapters()["math"])
+        traffic = _traffic(server)
+        time.sleep(1)
+        results["faulty"] = (traffic, metrics_when(server, lambda m: True), server.log_tail(400))
     return results
+
+
+def test_each_hook_in_turn_raising_changes_no_output_and_counts_its_errors(runs):
+    reference = runs["reference"][0]
+    assert all(status == 200 for status, _ in reference)
+    for hook, (traffic, errors) in runs["turns"].items():
+        assert traffic == reference, hook
+        if hook in EXERCISED:
+            assert errors > 0, hook
 
 
 def test_every_request_succeeds_with_the_same_output_when_hooks_raise(runs):
@@ -53,10 +87,7 @@ def test_every_request_succeeds_with_the_same_output_when_hooks_raise(runs):
 def test_each_failing_hook_counts_its_errors(runs):
     metrics: Metrics = runs["faulty"][1]
     errors = metrics.by("sglang_lora_telemetry_errors_total", "hook")
-    exercised = {"tokenizer_validate", "tokenizer_on_demand", "tokenizer_batch_output", "tokenizer_load",
-                 "tokenizer_unload", "manager_load", "manager_unload", "pool_prepare_batch", "pool_slot_copy",
-                 "scheduler_run_batch"}
-    for hook in exercised:
+    for hook in EXERCISED - {"scheduler_idle"}:
         assert errors.get(hook, 0) > 0, hook
     assert errors["tokenizer_validate"] >= len(NAMES)
     assert not any(v for k, v in runs["reference"][1].by("sglang_lora_telemetry_errors_total", "hook").items())

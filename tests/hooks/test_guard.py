@@ -44,7 +44,7 @@ def mode(request, monkeypatch, tmp_path):
     monkeypatch.setenv("LORA_TELEMETRY_LOG_FILE", str(tmp_path / "log"))
     runtime.reset()
     names = frozenset(spec.name for spec in DECLARED) if request.param == "faults" else frozenset()
-    monkeypatch.setattr(base, "_faults", [names])
+    monkeypatch.setattr(base, "_faults", [names or None])
     yield request.param
     runtime.reset()
 

@@ -1,0 +1,46 @@
+"""Per-process roles: one reporting scheduler per DP replica, and who is the main process."""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+
+import pytest
+
+from lora_telemetry import runtime
+
+
+@pytest.fixture
+def parallel(monkeypatch):
+    def publish(**ranks: int) -> None:
+        module = types.ModuleType("sglang.srt.runtime_context")
+        module.get_parallel = lambda: types.SimpleNamespace(**ranks)
+        monkeypatch.setitem(sys.modules, "sglang.srt.runtime_context", module)
+        runtime._reporting.clear()
+        runtime._process_info.clear()
+
+    yield publish
+    runtime._reporting.clear()
+    runtime._process_info.clear()
+
+
+@pytest.mark.parametrize(("ranks", "reports"), [
+    ({"tp_rank": 0, "pp_rank": 0, "dp_rank": 1}, True),
+    ({"tp_rank": 1, "pp_rank": 0, "dp_rank": 1}, False),  # TP ranks 1.. would count the same pool again
+    ({"tp_rank": 0, "pp_rank": 1, "dp_rank": 0}, False),
+])
+def test_only_tp_rank_zero_of_each_replica_reports(parallel, ranks, reports):
+    parallel(**ranks)
+    assert runtime.reporting_rank() is reports
+
+
+def test_scheduler_series_carry_their_dp_rank(parallel):
+    parallel(tp_rank=0, pp_rank=0, dp_rank=3)
+    assert runtime.process_labels() == {"dp_rank": "3"}
+
+
+def test_a_process_that_merely_inherited_the_state_directory_is_a_main_process():
+    assert not runtime._spawned_by_run(f"/tmp/lora_telemetry-{os.getpid() + 10_000_000}")
+    assert runtime._spawned_by_run(f"/tmp/lora_telemetry-{os.getppid()}")
+    assert not runtime._spawned_by_run("/tmp/lora_telemetry-1")
