@@ -15,9 +15,13 @@ PROMPT = "select count from the adapter pool where"
 def server(bed, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("plugin")
     report = tmp / "processes.txt"
+    multiproc = tmp / "prometheus"
+    multiproc.mkdir()
     flags = ["--max-loras-per-batch", "3", *lora_paths(bed, ["qa", "sql", "chat", "code"])]
-    with running_server(bed, flags, env={"LORA_TELEMETRY_PROCESS_REPORT": str(report)}, tmp=tmp) as server:
+    env = {"LORA_TELEMETRY_PROCESS_REPORT": str(report), "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    with running_server(bed, flags, env=env, tmp=tmp) as server:
         server.report = report
+        server.multiproc = multiproc
         yield server
 
 
@@ -77,3 +81,21 @@ def test_exposed_families_match_the_spec(server):
         family = next(n for n in types if sample.name == n or sample.name in (n + "_bucket", n + "_count", n + "_sum"))
         assert set(sample.labels) - {"le", "dp_rank"} == set(spec[family][1]), sample
     assert any(s.name.startswith("sglang:") for s in Metrics(text).samples)  # SGLang's own series are still there
+
+
+def test_sglangs_own_series_are_served_unchanged_beside_ours(server):
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    from lora_telemetry.scrape import Metrics
+
+    generate(server, "sql")
+    served = Metrics.fetch(server.url)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(server.multiproc))
+    stock = Metrics(generate_latest(registry).decode())  # what SGLang's handler renders on its own
+
+    def series(metrics: Metrics) -> set:
+        return {(s.name, tuple(sorted(s.labels.items()))) for s in metrics.samples if s.name.startswith("sglang:")}
+
+    assert series(served) == series(stock) and series(stock)
+    assert any(s.name.startswith("sglang_lora_") for s in served.samples)

@@ -94,3 +94,16 @@ def test_snapshot_is_replaced_atomically(tmp_path):
     publisher.publish()
     assert sorted(os.listdir(tmp_path)) == [f"{os.getpid()}.snapshot"]
     assert Metrics(Renderer(Store(), tmp_path).render().decode()).total("sglang_lora_pool_evictions_total") == 2
+
+
+def test_a_count_recorded_by_a_scheduler_is_visible_within_a_second(tmp_path):
+    import time
+
+    scheduler = Store()
+    Publisher(scheduler, tmp_path, {"dp_rank": "0"}).start()
+    renderer = Renderer(Store(), tmp_path)
+    start = time.monotonic()
+    scheduler.inc("sglang_lora_pool_evictions_total", ("qa",))
+    while Metrics(renderer.render().decode()).total("sglang_lora_pool_evictions_total") != 1:
+        assert time.monotonic() - start < 1.0
+        time.sleep(0.01)
