@@ -79,6 +79,14 @@ def adapter_specs(count: int, seed: int = 0) -> list[AdapterSpec]:
     ]
 
 
+def _quiet_transformers() -> None:
+    """The caller shows its own progress; transformers' per-file bars would interleave with it."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _train_tokenizer(out: Path) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -160,6 +168,7 @@ def make(
     root = Path(root)
     bed = TestBed(root)
     specs = adapter_specs(adapters, seed)
+    _quiet_transformers()
     if not (bed.model / "config.json").exists():
         progress("model and tokenizer")
         partial = root / "model.partial"
