@@ -14,6 +14,13 @@ def _label(name: str) -> str:
     return "base model" if name == "__base__" else name
 
 
+def _save(figure: plt.Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
 def draw(summary: dict, outcomes: list, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     adapters = summary["adapters"]
@@ -32,10 +39,7 @@ def draw(summary: dict, outcomes: list, out: Path) -> list[Path]:
     twin.set_ylabel("gpu tier hit rate")
     axis.set_title("Request share and gpu tier hit rate by adapter")
     figure.legend(loc="upper right", fontsize=8)
-    figure.tight_layout()
-    paths.append(out / "share_vs_hit_rate.png")
-    figure.savefig(paths[-1], dpi=90)
-    plt.close(figure)
+    paths.append(_save(figure, out / "share_vs_hit_rate.png"))
 
     figure, axis = plt.subplots(figsize=(8, 4.5))
     data = [[o.ttft * 1000 for o in outcomes if o.adapter == n and o.ok and o.ttft is not None] or [0] for n in names]
@@ -43,10 +47,7 @@ def draw(summary: dict, outcomes: list, out: Path) -> list[Path]:
     axis.set_xticks(range(1, len(names) + 1), [_label(n) for n in names])
     axis.set_ylabel("TTFT (ms)")
     axis.set_title("Time to first token by adapter (most requested first)")
-    figure.tight_layout()
-    paths.append(out / "ttft_by_adapter.png")
-    figure.savefig(paths[-1], dpi=90)
-    plt.close(figure)
+    paths.append(_save(figure, out / "ttft_by_adapter.png"))
 
     figure, axis = plt.subplots(figsize=(8, 4.5))
     timeline = summary["evictions_over_time"]
@@ -56,8 +57,5 @@ def draw(summary: dict, outcomes: list, out: Path) -> list[Path]:
     axis.set_xlabel("seconds")
     axis.set_ylabel("evictions since start")
     axis.set_title("Pool evictions over the run")
-    figure.tight_layout()
-    paths.append(out / "evictions_over_time.png")
-    figure.savefig(paths[-1], dpi=90)
-    plt.close(figure)
+    paths.append(_save(figure, out / "evictions_over_time.png"))
     return paths
