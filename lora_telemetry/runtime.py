@@ -57,9 +57,12 @@ def _parent(pid: int) -> int | None:
 
 
 def _spawned_by_run(state_dir: str | None) -> bool:
-    """True if this process descends from the process that created ``state_dir`` (SGLang's
-    children do; an unrelated process that merely inherited the variable does not)."""
-    if not state_dir:
+    """True if this process is a multiprocessing child of the process that created ``state_dir``
+    (SGLang spawns its schedulers and detokenizer so); a process that merely inherited the
+    variable, such as a server started from a program that has telemetry itself, is not."""
+    import multiprocessing
+
+    if not state_dir or multiprocessing.parent_process() is None:
         return False
     owner = Path(state_dir).name.removeprefix(_STATE_PREFIX)
     if not owner.isdigit() or int(owner) <= 1:
@@ -202,6 +205,8 @@ def emit(event: Any) -> None:
 def reset() -> None:
     """Forget this process's telemetry and configuration (benchmarks and tests re-read them)."""
     global _telemetry
+    if _telemetry is not None and _telemetry.is_main:
+        os.environ.pop(STATE_DIR_ENV, None)  # processes started from here later are runs of their own
     _telemetry = None
     _process_info.clear()
     config_module.get.cache_clear()

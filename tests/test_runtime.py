@@ -41,6 +41,21 @@ def test_scheduler_series_carry_their_dp_rank(parallel):
 
 
 def test_a_process_that_merely_inherited_the_state_directory_is_a_main_process():
-    assert not runtime._spawned_by_run(f"/tmp/lora_telemetry-{os.getpid() + 10_000_000}")
-    assert runtime._spawned_by_run(f"/tmp/lora_telemetry-{os.getppid()}")
-    assert not runtime._spawned_by_run("/tmp/lora_telemetry-1")
+    assert not runtime._spawned_by_run(f"/tmp/lora_telemetry-{os.getppid()}")  # pytest is no mp child
+    assert not runtime._spawned_by_run(None)
+
+
+def _child_view(state_dir: str, queue) -> None:
+    queue.put(runtime._spawned_by_run(state_dir))
+
+
+def test_a_multiprocessing_child_of_the_creator_is_a_child():
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    for state_dir, expected in ((f"/tmp/lora_telemetry-{os.getpid()}", True), ("/tmp/lora_telemetry-1", False)):
+        child = context.Process(target=_child_view, args=(state_dir, queue))
+        child.start()
+        assert queue.get(timeout=60) is expected
+        child.join()

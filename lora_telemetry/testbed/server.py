@@ -45,6 +45,7 @@ class TestBedServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.flags = server_flags(root, extra_flags) + ["--host", "127.0.0.1", "--port", str(self.port)]
         self.env = cpu_compat.prepare_environment({**os.environ, **(env or {})})
+        self.env.pop("LORA_TELEMETRY_STATE_DIR", None)  # a new server is a run of its own
         self.log_path = Path(log_path) if log_path else Path(root) / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
