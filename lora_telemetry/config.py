@@ -32,7 +32,6 @@ class Config:
     traces: bool = False
     metrics_port: int | None = None
     adapter_dir: Path | None = None
-    access_log: Path | None = None
     # Test-only switches: hooks that raise on purpose, hook targets treated as missing.
     fault_hooks: frozenset[str] = frozenset()
     hidden_targets: frozenset[str] = frozenset()
@@ -99,7 +98,6 @@ def read() -> Config:
         traces=_bool("TRACES", False),
         metrics_port=_int("METRICS_PORT", None, 1, 65535),
         adapter_dir=_directory("ADAPTER_DIR"),
-        access_log=_path("ACCESS_LOG"),
         fault_hooks=_names("FAULT_HOOKS"),
         hidden_targets=_names("HIDE_TARGETS"),
     )

@@ -56,15 +56,17 @@ class LoRAEngine:
             raise AdapterNameError(name, "unknown adapter", self.known_adapters())
         return name
 
-    def _loaded(self) -> set[str]:
-        return set(self.engine.tokenizer_manager.lora_registry.get_all_adapters())
+    def _is_loaded(self, name: str) -> bool:
+        registry = self.engine.tokenizer_manager.lora_registry
+        adapters = getattr(registry, "_registry", None)  # get_all_adapters() copies them all, per request
+        return name in (adapters if adapters is not None else registry.get_all_adapters())
 
     async def _ensure_loaded(self, name: str) -> None:
-        if name in self._loaded():
+        if self._is_loaded(name):
             return
 
         async def load() -> None:
-            if name in self._loaded():
+            if self._is_loaded(name):
                 return
             from lora_telemetry.hooks.tokenizer import load_trigger
 

@@ -122,5 +122,9 @@ class HookFailed:
 
 
 @dataclass(slots=True)
-class HooksStatus:
-    active: dict[str, bool] = field(default_factory=dict)
+class TelemetryStarted:
+    """The plugin is up in the main process: its version, SGLang's, and which hooks attached."""
+
+    version: str
+    sglang_version: str
+    hooks_active: dict[str, bool] = field(default_factory=dict)

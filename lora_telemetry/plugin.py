@@ -35,7 +35,10 @@ def activate() -> None:
     try:
         cfg = config_module.get()
     except config_module.ConfigError as error:
-        logger.error("lora_telemetry is off: %s", error)
+        import multiprocessing
+
+        if multiprocessing.parent_process() is None:  # said once, by the process SGLang was started as
+            logger.error("lora_telemetry is off: %s", error)
         return
     if not cfg.enabled:
         return
@@ -52,9 +55,7 @@ def activate() -> None:
         if telemetry.is_main:
             if cfg.metrics_port is not None:
                 _start_exporter(cfg.metrics_port)
-            telemetry.emit(ev.HooksStatus(active))
-            telemetry.store.set("sglang_lora_telemetry_info", (__version__, _sglang_version()), 1)
-            telemetry.store.ensure("sglang_lora_telemetry_label_overflow_total", ())
+            telemetry.emit(ev.TelemetryStarted(__version__, _sglang_version(), active))
         _report_process()
     except Exception:
         logger.exception("lora_telemetry could not start; SGLang runs without it")

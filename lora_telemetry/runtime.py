@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lora_telemetry import config as config_module
-from lora_telemetry.sinks.logs import LogSink, make_logger
+from lora_telemetry.sinks.logs import LogSink
 from lora_telemetry.sinks.prometheus import PrometheusSink
 from lora_telemetry.sinks.prometheus.exposition import Renderer
 from lora_telemetry.sinks.prometheus.snapshots import Publisher, pid_alive
@@ -82,8 +82,7 @@ class Telemetry:
         self.config = cfg
         self.store = Store()
         self.prometheus = PrometheusSink(self.store, cfg.max_adapter_labels)
-        self.sinks: list[Sink] = [self.prometheus, LogSink(make_logger(cfg.log_format, cfg.log_level, cfg.log_file,
-                                                                        process_info))]
+        self.sinks: list[Sink] = [self.prometheus, LogSink(cfg.log_format, cfg.log_level, cfg.log_file, process_info)]
         if cfg.traces:
             self.sinks.append(TraceSink(make_tracer()))
         self._routes: dict[type, tuple[Callable[[Any], None], ...]] = {}
@@ -123,65 +122,26 @@ class Telemetry:
     def _start_publisher(self) -> None:
         with self._publisher_lock:
             if self._publisher is None:
-                self._publisher = Publisher(self.store, self.state_dir, process_labels()).start()
+                self._publisher = Publisher(self.store, self.state_dir, process_labels).start()
 
 
-_process_info: dict[str, Any] = {}
+_ranks: dict[str, int] = {}  # dp_rank, tp_rank of a scheduler process, set by the hooks that read them
+
+
+def set_ranks(dp_rank: int, tp_rank: int) -> None:
+    _ranks.update(dp_rank=dp_rank, tp_rank=tp_rank)
 
 
 def process_info() -> dict[str, Any]:
     """Where a log line comes from: process role, pid, and ranks in a scheduler."""
-    if _process_info:
-        return _process_info
     main = _telemetry is None or _telemetry.is_main
-    info: dict[str, Any] = {"process": "tokenizer" if main else "scheduler", "pid": os.getpid(),
-                            "dp_rank": None, "tp_rank": None}
-    if not main:
-        try:
-            from sglang.srt.runtime_context import get_parallel
-
-            parallel = get_parallel()
-            info.update(dp_rank=parallel.dp_rank or 0, tp_rank=parallel.tp_rank)
-        except Exception:
-            return info  # not published yet: ask again next time
-    _process_info.update(info)
-    return _process_info
+    return {"process": "tokenizer" if main else "scheduler", "pid": os.getpid(),
+            "dp_rank": _ranks.get("dp_rank"), "tp_rank": _ranks.get("tp_rank")}
 
 
 def process_labels() -> dict[str, str]:
-    """``dp_rank`` of this scheduler process, read from SGLang's published parallel state."""
-    try:
-        from sglang.srt.runtime_context import get_parallel
-
-        dp_rank = get_parallel().dp_rank
-    except Exception:
-        dp_rank = None
-    return {"dp_rank": str(dp_rank if dp_rank is not None else 0)}
-
-
-_reporting: list[bool] = []
-
-
-def set_reporting_rank(value: bool) -> None:
-    """State this process's role where SGLang publishes none (benchmarks, tests)."""
-    _reporting[:] = [value]
-
-
-def reporting_rank() -> bool:
-    """True in the one scheduler process per DP replica that reports (TP rank 0, PP rank 0).
-
-    Read from SGLang's published parallel state once it is published, then remembered.
-    """
-    if _reporting:
-        return _reporting[0]
-    try:
-        from sglang.srt.runtime_context import get_parallel
-
-        parallel = get_parallel()
-        _reporting.append(parallel.tp_rank == 0 and getattr(parallel, "pp_rank", 0) == 0)
-        return _reporting[0]
-    except Exception:
-        return True  # not published yet (or not an SGLang process): report, do not cache
+    """Labels of this process's scheduler-side series: its DP replica."""
+    return {"dp_rank": str(_ranks.get("dp_rank", 0))}
 
 
 _telemetry: Telemetry | None = None
@@ -208,6 +168,6 @@ def reset() -> None:
     if _telemetry is not None and _telemetry.is_main:
         os.environ.pop(STATE_DIR_ENV, None)  # processes started from here later are runs of their own
     _telemetry = None
-    _process_info.clear()
+    _ranks.clear()
     config_module.get.cache_clear()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +29,16 @@ PROBE_DIR = Path(__file__).parent / "probe"
 @pytest.fixture(scope="session")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> TestBed:
     return make(tmp_path_factory.mktemp("testbed"), adapters=8)
+
+
+def adapters_with_a_planted_one(bed: TestBed, tmp: Path) -> Path:
+    """A copy of the test bed's adapters in ``tmp/adapters``, an adapter planted outside it at
+    ``tmp/planted``, and a symlink ``escape`` inside that points at the planted one."""
+    inside = tmp / "adapters"
+    shutil.copytree(bed.adapter_dir, inside)
+    shutil.copytree(bed.adapter_dir / "qa", tmp / "planted")
+    os.symlink(tmp / "planted", inside / "escape")
+    return inside
 
 
 def lora_paths(bed: TestBed, names: list[str]) -> list[str]:

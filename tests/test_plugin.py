@@ -99,3 +99,24 @@ def test_sglangs_own_series_are_served_unchanged_beside_ours(server):
 
     assert series(served) == series(stock) and series(stock)
     assert any(s.name.startswith("sglang_lora_") for s in served.samples)
+
+
+@pytest.mark.parametrize(("env", "log_line"), [
+    ({"LORA_TELEMETRY_ENABLED": "0"}, None),
+    ({"LORA_TELEMETRY_MAX_ADAPTER_LABELS": "lots"},
+     "lora_telemetry is off: LORA_TELEMETRY_MAX_ADAPTER_LABELS='lots': expected an integer"),
+], ids=["switched off", "bad value"])
+def test_a_server_without_the_plugin_serves_and_exposes_none_of_our_series(bed, tmp_path, env, log_line):
+    from lora_telemetry.scrape import Metrics
+
+    with running_server(bed, ["--max-loras-per-batch", "3", *lora_paths(bed, ["qa"])], env=env,
+                        tmp=tmp_path) as server:
+        assert generate(server, "qa")["meta_info"]["completion_tokens"] == 4  # the test-bed plugin still runs
+        metrics = Metrics.fetch(server.url)
+        log = server.log_path.read_text()
+    assert not [s for s in metrics.samples if s.name.startswith("sglang_lora_")]
+    assert any(s.name.startswith("sglang:") for s in metrics.samples)
+    if log_line:
+        assert log.count(log_line) == 1 and "Failed to execute general plugin" not in log
+    else:
+        assert "lora_telemetry is off" not in log

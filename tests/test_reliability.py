@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import string
 import subprocess
@@ -20,7 +19,7 @@ import pytest
 
 from lora_telemetry.scrape import Metrics
 from lora_telemetry.testbed import SERVED_MODEL_NAME
-from tests.conftest import generate, lora_paths, metrics_when, post, running_server
+from tests.conftest import adapters_with_a_planted_one, generate, lora_paths, metrics_when, post, running_server
 from tests.dashboards.prometheus import promtool
 
 pytestmark = pytest.mark.server
@@ -44,9 +43,7 @@ def test_state_directory_that_cannot_be_made_disables_cleanly_with_one_warning(t
 @pytest.fixture(scope="module")
 def hostile_server(bed, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hostile")
-    adapters = tmp / "adapters"
-    shutil.copytree(bed.adapter_dir, adapters)
-    shutil.copytree(bed.adapter_dir / "qa", tmp / "planted")
+    adapters = adapters_with_a_planted_one(bed, tmp)
     control = tmp / "control.txt"
     control.write_text("read me")
     for path in [*(tmp / "planted").iterdir(), control]:
@@ -104,7 +101,7 @@ def test_exposition_is_valid_after_hostile_names(hostile_server):
 
 def test_no_file_outside_the_adapter_directory_is_read(hostile_server):
     tmp = hostile_server.tmp
-    for name in ("../planted", "planted", "/" + str(tmp / "planted")):
+    for name in ("../planted", "planted", "escape", "/" + str(tmp / "planted")):
         post(hostile_server, "/generate", {"text": "x", "lora_path": name, "sampling_params": {"max_new_tokens": 1}})
     control = tmp / "control.txt"
     control.read_text()

@@ -9,6 +9,7 @@ import types
 import pytest
 
 from lora_telemetry import runtime
+from lora_telemetry.hooks import ranks as rank_state
 
 
 @pytest.fixture
@@ -17,12 +18,12 @@ def parallel(monkeypatch):
         module = types.ModuleType("sglang.srt.runtime_context")
         module.get_parallel = lambda: types.SimpleNamespace(**ranks)
         monkeypatch.setitem(sys.modules, "sglang.srt.runtime_context", module)
-        runtime._reporting.clear()
-        runtime._process_info.clear()
+        rank_state._reporting.clear()
+        runtime.reset()
 
     yield publish
-    runtime._reporting.clear()
-    runtime._process_info.clear()
+    rank_state._reporting.clear()
+    runtime.reset()
 
 
 @pytest.mark.parametrize(("ranks", "reports"), [
@@ -32,12 +33,14 @@ def parallel(monkeypatch):
 ])
 def test_only_tp_rank_zero_of_each_replica_reports(parallel, ranks, reports):
     parallel(**ranks)
-    assert runtime.reporting_rank() is reports
+    assert rank_state.reporting_rank() is reports
 
 
 def test_scheduler_series_carry_their_dp_rank(parallel):
     parallel(tp_rank=0, pp_rank=0, dp_rank=3)
+    rank_state.reporting_rank()
     assert runtime.process_labels() == {"dp_rank": "3"}
+    assert runtime.process_info()["tp_rank"] == 0
 
 
 def test_a_process_that_merely_inherited_the_state_directory_is_a_main_process():

@@ -14,6 +14,7 @@ from lora_telemetry import events as ev
 from lora_telemetry import runtime
 from lora_telemetry.bench.timing import Timing, per_call
 from lora_telemetry.hooks import memory_pool, scheduler
+from lora_telemetry.hooks.ranks import set_reporting_rank
 
 
 def _noop(*args: object, **kwargs: object) -> None:
@@ -36,7 +37,7 @@ def run() -> dict[str, Timing]:
     os.environ.setdefault("LORA_TELEMETRY_LOG_FILE", os.devnull)  # measure the log write, not a terminal
     runtime.reset()
     telemetry = runtime.get()
-    runtime.set_reporting_rank(True)  # as in a TP-rank-0 scheduler
+    set_reporting_rank(True)  # as in a TP-rank-0 scheduler
     results: dict[str, Timing] = {}
     lookup = ev.CacheLookup("lora7", "gpu", True)
     results["record one event (a cache lookup, to every sink)"] = per_call(lambda: telemetry.emit(lookup))

@@ -11,10 +11,10 @@ import logging
 import pkgutil
 
 from lora_telemetry import config
-from lora_telemetry.hooks import http_server, lora_manager, memory_pool, scheduler, tokenizer
+from lora_telemetry.hooks import http_server, lora_manager, memory_pool, on_demand, scheduler, tokenizer
 from lora_telemetry.hooks.base import DECLARED, HookSpec
 
-COMPONENTS = (tokenizer, lora_manager, memory_pool, scheduler, http_server)
+COMPONENTS = (tokenizer, on_demand, lora_manager, memory_pool, scheduler, http_server)
 logger = logging.getLogger("lora_telemetry")
 
 

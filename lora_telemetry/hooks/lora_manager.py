@@ -14,6 +14,7 @@ from lora_telemetry import events as ev
 from lora_telemetry import runtime
 from lora_telemetry.hooks.base import hook, safely
 from lora_telemetry.hooks.memory_pool import pool_state, slot_bytes
+from lora_telemetry.hooks.ranks import reporting_rank
 
 MANAGER = "sglang.srt.lora.lora_manager.LoRAManager"
 _starting_up: set[int] = set()
@@ -41,7 +42,7 @@ def init_lora_adapters(original: Any, self: Any, *args: Any, **kwargs: Any) -> A
 
 
 def _loaded(self: Any, lora_ref: Any, result: Any, seconds: float) -> None:
-    if not runtime.reporting_rank():
+    if not reporting_rank():
         return
     name = lora_ref.lora_name
     pinned = bool(lora_ref.pinned)
@@ -72,7 +73,7 @@ def _before_unload(self: Any, lora_ref: Any) -> tuple[Any, bool] | None:
 
 
 def _unloaded(self: Any, before: tuple[Any, bool] | None, result: Any) -> None:
-    if before is None or not result.success or not runtime.reporting_rank():
+    if before is None or not result.success or not reporting_rank():
         return
     ref, was_in_slot = before
     runtime.emit(ev.Residency(ref.lora_name, "host", False, 0, bool(ref.pinned)))

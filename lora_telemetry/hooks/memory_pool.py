@@ -13,6 +13,7 @@ from typing import Any
 from lora_telemetry import events as ev
 from lora_telemetry import runtime
 from lora_telemetry.hooks.base import hook, safely
+from lora_telemetry.hooks.ranks import reporting_rank
 
 POOL = "sglang.srt.lora.mem_pool.LoRAMemoryPool"
 _copy_seconds: dict[Any, float] = {}
@@ -81,7 +82,7 @@ def _slot_map_before(pool: Any, cur_uids: Any) -> dict | None:
 def prepare_lora_batch(original: Any, self: Any, cur_uids: Any, *args: Any, **kwargs: Any) -> Any:
     before = safely("pool_prepare_batch", _slot_map_before, self, cur_uids)
     result = original(self, cur_uids, *args, **kwargs)
-    if before is not None and runtime.reporting_rank():
+    if before is not None and reporting_rank():
         refs = kwargs.get("lora_refs", args[2] if len(args) > 2 else {})
         safely("pool_prepare_batch", _diff, self, before, cur_uids, refs)
     return result

@@ -16,9 +16,10 @@ from lora_telemetry import events as ev
 from lora_telemetry import runtime
 from lora_telemetry.hooks.base import hook, safely
 from lora_telemetry.hooks.memory_pool import lora_name
+from lora_telemetry.hooks.ranks import reporting_rank
+from lora_telemetry.hooks.tokenizer import HEALTH_CHECK_PREFIX
 
 SCHEDULER = "sglang.srt.managers.scheduler.Scheduler"
-HEALTH_CHECK_PREFIX = "HEALTH_CHECK"
 FLUSH_INTERVAL_S = 0.25
 _SEEN = "_lora_telemetry_seen"
 _batches: dict[int, int] = {}  # distinct adapters per batch -> batches, since the last flush
@@ -70,7 +71,7 @@ def _on_batch(self: Any, batch: Any) -> None:
 
 @hook("scheduler_run_batch", f"{SCHEDULER}.run_batch", "BEFORE")
 def run_batch(self: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
-    if runtime.reporting_rank():
+    if reporting_rank():
         safely("scheduler_run_batch", _on_batch, self, batch)
 
 
@@ -81,7 +82,7 @@ def _on_idle(self: Any) -> None:
 
 @hook("scheduler_idle", f"{SCHEDULER}.on_idle", "AFTER")
 def on_idle(result: Any, self: Any, *args: Any, **kwargs: Any) -> None:
-    if _state["busy"] and runtime.reporting_rank():
+    if _state["busy"] and reporting_rank():
         safely("scheduler_idle", _on_idle, self)
 
 
@@ -91,5 +92,5 @@ def _deferred(self: Any, req: Any) -> None:
 
 @hook("scheduler_admission", f"{SCHEDULER}.can_schedule_lora_req", "AFTER")
 def can_schedule_lora_req(ok: bool, self: Any, req: Any, *args: Any, **kwargs: Any) -> None:
-    if not ok and runtime.reporting_rank():
+    if not ok and reporting_rank():
         safely("scheduler_admission", _deferred, self, req)

@@ -13,9 +13,8 @@ import contextvars
 import time
 from typing import Any
 
-from lora_telemetry import config, on_demand, runtime
 from lora_telemetry import events as ev
-from lora_telemetry.adapters import AdapterDirectory
+from lora_telemetry import runtime
 from lora_telemetry.hooks.base import hook, safely
 
 TOKENIZER = "sglang.srt.managers.tokenizer_manager.TokenizerManager"
@@ -27,16 +26,6 @@ unload_reason: contextvars.ContextVar[str] = contextvars.ContextVar("lora_unload
 _in_batch_output: contextvars.ContextVar[bool] = contextvars.ContextVar("lora_batch_output", default=False)
 # rid -> (adapter name, host-tier hit) of every admitted request that has not ended yet
 admitted: dict[str, tuple[str, bool | None]] = {}
-_directories: dict[Any, AdapterDirectory] = {}
-
-
-def on_demand_directory() -> AdapterDirectory | None:
-    root = config.get().adapter_dir
-    if root is None:
-        return None
-    if root not in _directories:
-        _directories[root] = AdapterDirectory(root)
-    return _directories[root]
 
 
 def _requests(obj: Any) -> list[tuple[str, str | None]]:
@@ -48,13 +37,20 @@ def _requests(obj: Any) -> list[tuple[str, str | None]]:
     return [(rid, paths[i % len(paths)] if paths else None) for i, rid in enumerate(rids)]
 
 
-def _registered(self: Any) -> set[str]:
-    return set(self.lora_registry.get_all_adapters()) if getattr(self, "lora_registry", None) else set()
+def _loaded_now(self: Any, names: set[str]) -> set[str]:
+    """Which of ``names`` are loaded, without copying the registry (``get_all_adapters`` copies
+    every adapter, per request, on the event loop)."""
+    registry = self.lora_registry
+    adapters = getattr(registry, "_registry", None)
+    if adapters is None:
+        adapters = registry.get_all_adapters()
+    return {name for name in names if name in adapters}
 
 
 def _before_validate(self: Any, obj: Any) -> tuple[list[tuple[str, str | None]], set[str]]:
     requests = [(rid, name) for rid, name in _requests(obj) if not rid.startswith(HEALTH_CHECK_PREFIX)]
-    return requests, (_registered(self) if any(name for _, name in requests) else set())
+    names = {name for _, name in requests if name}
+    return requests, (_loaded_now(self, names) if names else set())
 
 
 def _rejected(before: tuple[list, set] | None, error: BaseException) -> None:
@@ -89,24 +85,6 @@ async def validate_and_resolve_lora(original: Any, self: Any, obj: Any, *args: A
         load_trigger.reset(token)
     safely("tokenizer_validate", _admitted, before)
     return result
-
-
-@hook("tokenizer_on_demand", f"{TOKENIZER}._resolve_lora_path", "AROUND")
-async def resolve_lora_path(original: Any, self: Any, obj: Any, *args: Any, **kwargs: Any) -> Any:
-    """With ``LORA_TELEMETRY_ADAPTER_DIR`` set, adapters found there are loaded before SGLang resolves."""
-    directory = safely("tokenizer_on_demand", on_demand_directory)
-    if directory is not None:
-        try:
-            await on_demand.load_missing(self, obj, directory)
-        except ValueError:
-            raise  # a failed load rejects the request, as it should
-        except Exception as error:  # our own fault: count it, let SGLang resolve as usual
-            safely("tokenizer_on_demand", _raise, error)
-    return await original(self, obj, *args, **kwargs)
-
-
-def _raise(error: Exception) -> None:
-    raise error
 
 
 def _finished_states(self: Any, recv_obj: Any) -> list[tuple[int, Any]]:

@@ -2,14 +2,19 @@
 
 Configures structlog for our own logger only (``structlog.wrap_logger``), never
 ``structlog.configure`` or the standard library's root logger: the host application's and
-SGLang's logging stay as they were. Each line is written with one ``os.write`` on a file
-opened for appending, so several processes appending to the same file never interleave
-within a line.
+SGLang's logging stay as they were. Lines are formatted where the event happens and written
+by a daemon thread (a slow stderr reader must never hold up a scheduler's forward pass), each
+with one ``os.write`` on a file opened for appending, so several processes appending to the
+same file never interleave within a line.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import queue
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,15 +28,45 @@ MAX_NAME = 256  # names from clients are logged, but not without bound
 
 
 class LineWriter:
-    """structlog's logger interface over a file descriptor: one ``write`` per line."""
+    """structlog's logger interface: queues each line; a daemon thread writes it with one ``write``.
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    Past ``QUEUE_LINES`` waiting lines (a writer that cannot keep up), new lines are dropped
+    and counted in ``dropped`` rather than block the caller.
+    """
+
+    QUEUE_LINES = 10_000
+
+    def __init__(self, path: Path | None) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path else 2
+        self.lines: queue.Queue[bytes] = queue.Queue(self.QUEUE_LINES)
+        self.dropped = 0
+        threading.Thread(target=self._write, name="lora-telemetry-log", daemon=True).start()
+        atexit.register(self.flush)
 
     def msg(self, message: str) -> None:
-        os.write(self.fd, (message + "\n").encode("utf-8", "replace"))
+        try:
+            self.lines.put_nowait((message + "\n").encode("utf-8", "replace"))
+        except queue.Full:
+            self.dropped += 1
 
     info = warning = error = debug = msg
+
+    def _write(self) -> None:
+        while True:
+            line = self.lines.get()
+            try:
+                os.write(self.fd, line)
+            except OSError:
+                pass  # nowhere to write to; the events still reach metrics and traces
+            finally:
+                self.lines.task_done()
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Wait until every queued line is written, or ``timeout`` seconds (at exit, a stuck
+        stderr must not keep the process alive)."""
+        deadline = time.monotonic() + timeout
+        while self.lines.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
 
 
 def _add_trace_ids(logger: Any, method: str, event_dict: dict) -> dict:
@@ -48,10 +83,9 @@ def _add_trace_ids(logger: Any, method: str, event_dict: dict) -> dict:
     return event_dict
 
 
-def make_logger(fmt: str, level: str, path: Path | None, process: Callable[[], dict[str, Any]]) -> Any:
+def make_logger(fmt: str, level: str, writer: LineWriter, process: Callable[[], dict[str, Any]]) -> Any:
     """Our logger; ``process()`` gives the keys that say where a line comes from (read per line,
     since SGLang publishes ranks only after the plugin loaded)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if path else 2
 
     def add_process(logger: Any, method: str, event_dict: dict) -> dict:
         for key, value in process().items():
@@ -60,7 +94,7 @@ def make_logger(fmt: str, level: str, path: Path | None, process: Callable[[], d
 
     renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     return structlog.wrap_logger(
-        LineWriter(fd),
+        writer,
         processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
                     add_process, _add_trace_ids, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
@@ -75,8 +109,9 @@ def _name(name: str) -> str:
 class LogSink:
     """Renders the lifecycle, pool and rejection events as log lines; knows nothing about SGLang."""
 
-    def __init__(self, logger: Any) -> None:
-        self.log = logger
+    def __init__(self, fmt: str, level: str, path: Path | None, process: Callable[[], dict[str, Any]]) -> None:
+        self.writer = LineWriter(path)
+        self.log = make_logger(fmt, level, self.writer, process)
         self.handlers = {
             ev.AdapterLoaded: self._loaded,
             ev.AdapterUnloaded: self._unloaded,

@@ -51,7 +51,7 @@ class PrometheusSink:
             ev.Residency: self._residency,
             ev.RoutingState: self._routing,
             ev.HookFailed: self._hook_failed,
-            ev.HooksStatus: self._hooks_status,
+            ev.TelemetryStarted: self._started,
         }
         self._lookup_series: set[tuple[str, str, str]] = set()
         self._running: set[str] = set()
@@ -158,7 +158,9 @@ class PrometheusSink:
     def _hook_failed(self, e: ev.HookFailed) -> None:
         self.store.inc("sglang_lora_telemetry_errors_total", (e.hook,))
 
-    def _hooks_status(self, e: ev.HooksStatus) -> None:
-        for hook, active in e.active.items():
+    def _started(self, e: ev.TelemetryStarted) -> None:
+        self.store.set("sglang_lora_telemetry_info", (e.version, e.sglang_version), 1)
+        self.store.ensure("sglang_lora_telemetry_label_overflow_total", ())
+        for hook, active in e.hooks_active.items():
             self.store.set("sglang_lora_telemetry_hooks_active", (hook,), 1 if active else 0)
             self.store.ensure("sglang_lora_telemetry_errors_total", (hook,))

@@ -16,6 +16,7 @@ import atexit
 import marshal
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,12 +38,13 @@ class Snapshot:
 class Publisher:
     """Writes ``store`` to ``<state_dir>/<pid>.snapshot`` whenever it changed."""
 
-    def __init__(self, store: Store, state_dir: Path, extra_labels: dict[str, str], pid: int | None = None) -> None:
+    def __init__(self, store: Store, state_dir: Path, extra_labels: dict[str, str] | Callable[[], dict[str, str]],
+                 pid: int | None = None) -> None:
         self.store = store
         self.pid = pid or os.getpid()
         self.path = state_dir / f"{self.pid}{SUFFIX}"
-        self.extra_names = tuple(extra_labels)
-        self.extra_values = tuple(extra_labels.values())
+        # A callable is read at each publish: a scheduler learns its ranks after it started publishing.
+        self.extra_labels = extra_labels if callable(extra_labels) else (lambda: extra_labels)
         self._published = -1
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -62,9 +64,10 @@ class Publisher:
             version, families = self.store.copy()
             if version == self._published:
                 return
+            extra = self.extra_labels()
+            names, values = tuple(extra), tuple(extra.values())
             payload = {"pid": self.pid, "families": {
-                name: by_label_text(BY_NAME[name].labels + self.extra_names, series, self.extra_values)
-                for name, series in families.items()}}
+                name: by_label_text(BY_NAME[name].labels + names, series, values) for name, series in families.items()}}
             tmp = self.path.with_name(f".{self.path.name}.tmp")
             try:
                 tmp.write_bytes(marshal.dumps(payload))

@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from lora_telemetry.testbed import SERVED_MODEL_NAME
-from tests.conftest import generate, metrics_when, post, running_server
+from tests.conftest import adapters_with_a_planted_one, generate, metrics_when, post, running_server
 
 pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
 def adapter_dir(bed, tmp_path_factory):
-    """The test bed's adapters, a planted adapter outside the directory, and a symlink to it."""
-    tmp = tmp_path_factory.mktemp("on_demand")
-    inside = tmp / "adapters"
-    shutil.copytree(bed.adapter_dir, inside)
-    shutil.copytree(bed.adapter_dir / "qa", tmp / "planted")
-    os.symlink(tmp / "planted", inside / "escape")
-    return inside
+    return adapters_with_a_planted_one(bed, tmp_path_factory.mktemp("on_demand"))
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from lora_telemetry import config
 from lora_telemetry.adapters import AdapterDirectory, SingleFlight
+from lora_telemetry.hooks.base import hook, safely
+from lora_telemetry.hooks.tokenizer import TOKENIZER, load_trigger
 
 _loads = SingleFlight()
+_directories: dict[Any, AdapterDirectory] = {}
+
+
+def on_demand_directory() -> AdapterDirectory | None:
+    root = config.get().adapter_dir
+    if root is None:
+        return None
+    if root not in _directories:
+        _directories[root] = AdapterDirectory(root)
+    return _directories[root]
 
 
 def requested_names(obj: Any) -> set[str]:
@@ -20,8 +33,6 @@ def requested_names(obj: Any) -> set[str]:
 async def load_missing(tokenizer_manager: Any, obj: Any, directory: AdapterDirectory) -> None:
     """Load every adapter of ``obj`` that SGLang has never seen and ``directory`` holds."""
     from sglang.srt.managers.io_struct import LoadLoRAAdapterReqInput
-
-    from lora_telemetry.hooks.tokenizer import load_trigger
 
     for name in sorted(requested_names(obj)):
         if name in tokenizer_manager.lora_ref_cache:
@@ -44,3 +55,21 @@ async def load_missing(tokenizer_manager: Any, obj: Any, directory: AdapterDirec
                                  f"{result.error_message}")
 
         await _loads.run(name, load)
+
+
+def _raise(error: Exception) -> None:
+    raise error
+
+
+@hook("tokenizer_on_demand", f"{TOKENIZER}._resolve_lora_path", "AROUND")
+async def resolve_lora_path(original: Any, self: Any, obj: Any, *args: Any, **kwargs: Any) -> Any:
+    """With ``LORA_TELEMETRY_ADAPTER_DIR`` set, adapters found there are loaded before SGLang resolves."""
+    directory = safely("tokenizer_on_demand", on_demand_directory)
+    if directory is not None:
+        try:
+            await load_missing(self, obj, directory)
+        except ValueError:
+            raise  # a failed load rejects the request, as it should
+        except Exception as error:  # our own fault: count it, let SGLang resolve as usual
+            safely("tokenizer_on_demand", _raise, error)
+    return await original(self, obj, *args, **kwargs)
