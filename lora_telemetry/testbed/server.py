@@ -7,6 +7,7 @@ detokenizer processes with it, also when the caller is interrupted.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,9 +26,30 @@ class ServerStartError(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range.
+
+    A port the kernel handed out for ``bind(0)`` and that was released again is handed out
+    again to the next ``bind(0)``: SGLang's own processes bind that way while the server
+    starts, and one of them took the HTTP port before uvicorn did. Ports below the
+    ephemeral range are only ever taken by name.
+    """
+    low = _ephemeral_range_start()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 20000), low - 1000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class TestBedServer:
@@ -41,27 +63,44 @@ class TestBedServer:
         log_path: str | Path | None = None,
         port: int | None = None,
     ) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.flags = server_flags(root, extra_flags) + ["--host", "127.0.0.1", "--port", str(self.port)]
+        self.chosen_port = port is None
+        self.base_flags = server_flags(root, extra_flags)
+        self._use_port(port or free_port())
         self.env = cpu_compat.prepare_environment({**os.environ, **(env or {})})
         self.env.pop("LORA_TELEMETRY_STATE_DIR", None)  # a new server is a run of its own
         self.log_path = Path(log_path) if log_path else Path(root) / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.flags = [*self.base_flags, "--host", "127.0.0.1", "--port", str(port)]
 
     @property
     def command(self) -> list[str]:
         return [sys.executable, "-m", "sglang.launch_server", *self.flags]
 
     def start(self, timeout: float = 180.0) -> TestBedServer:
+        """Start and wait until ready; a port we chose that was taken meanwhile is chosen again."""
+        for attempt in range(3):
+            self._launch()
+            try:
+                self._wait_ready(timeout)
+                return self
+            except ServerStartError:
+                if not (self.chosen_port and attempt < 2 and "address already in use" in self._log_text()):
+                    raise
+                self.stop()
+                self._use_port(free_port())
+        return self
+
+    def _launch(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
-        self._wait_ready(timeout)
-        return self
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -78,11 +117,14 @@ class TestBedServer:
         self.stop()
         raise ServerStartError(f"SGLang was not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
-    def log_tail(self, lines: int = 40) -> str:
+    def _log_text(self) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return self.log_path.read_text(errors="replace")
         except OSError:
-            return "(no log)"
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self._log_text().splitlines()[-lines:]) or "(no log)"
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the whole process group: SIGTERM, then SIGKILL after ``timeout``."""
