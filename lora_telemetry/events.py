@@ -7,6 +7,7 @@ and nothing about SGLang. Timestamps are taken in the process where the event ha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 BASE = "__base__"  # requests on the base model
 UNKNOWN = "__unknown__"  # names that were never loaded (rejected requests)
@@ -28,6 +29,7 @@ class RequestFinished:
     e2e_s: float | None
     rid: str | None = None
     host_hit: bool | None = None  # None: the base model, which has no host-tier lookup
+    host_traced: bool = False  # the host traces this request itself, and its span carries our attributes
 
 
 @dataclass(slots=True)
@@ -42,6 +44,17 @@ class CacheLookup:
     tier: str  # host | gpu
     hit: bool
     rid: str | None = None
+    host_span: Any = None  # the host's own open OTel span of this request in this process, if it traces
+
+
+@dataclass(slots=True)
+class RequestSpanClosing:
+    """The host is about to close its own span of a request (SGLang's ``--enable-trace``);
+    ``attributes`` is what it will set on that span, open to additions."""
+
+    lora_name: str
+    host_hit: bool | None
+    attributes: dict[str, Any]
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ from lora_telemetry.sinks.prometheus import PrometheusSink
 from lora_telemetry.sinks.prometheus.exposition import Renderer
 from lora_telemetry.sinks.prometheus.snapshots import Publisher, pid_alive
 from lora_telemetry.sinks.prometheus.store import Store
-from lora_telemetry.sinks.traces import TraceSink, make_tracer
+from lora_telemetry.sinks.traces import HostSpanAnnotator, TraceSink, make_tracer
 
 logger = logging.getLogger("lora_telemetry")
 STATE_DIR_ENV = "LORA_TELEMETRY_STATE_DIR"
@@ -82,7 +82,8 @@ class Telemetry:
         self.config = cfg
         self.store = Store()
         self.prometheus = PrometheusSink(self.store, cfg.max_adapter_labels)
-        self.sinks: list[Sink] = [self.prometheus, LogSink(cfg.log_format, cfg.log_level, cfg.log_file, process_info)]
+        self.sinks: list[Sink] = [self.prometheus, LogSink(cfg.log_format, cfg.log_level, cfg.log_file, process_info),
+                                  HostSpanAnnotator()]
         if cfg.traces:
             self.sinks.append(TraceSink(make_tracer()))
         self._routes: dict[type, tuple[Callable[[Any], None], ...]] = {}

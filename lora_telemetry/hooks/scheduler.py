@@ -54,7 +54,16 @@ def _gpu_lookups(scheduler: Any, reqs: list) -> None:
         if getattr(req, _SEEN, False) or req.rid.startswith(HEALTH_CHECK_PREFIX):
             continue
         setattr(req, _SEEN, True)
-        runtime.emit(ev.CacheLookup(lora_name(req.lora_id, refs), "gpu", req.lora_id in slots, req.rid))
+        runtime.emit(ev.CacheLookup(lora_name(req.lora_id, refs), "gpu", req.lora_id in slots, req.rid,
+                                    _traced_span(req)))
+
+
+def _traced_span(req: Any) -> Any:
+    """SGLang's open span of this request in this scheduler, when it traces (``--enable-trace``)."""
+    context = getattr(getattr(req, "time_stats", None), "trace_ctx", None)
+    if not getattr(context, "tracing_enable", False):
+        return None
+    return getattr(context.thread_context, "thread_span", None)
 
 
 def _on_batch(self: Any, batch: Any) -> None:

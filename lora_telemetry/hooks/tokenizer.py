@@ -106,8 +106,9 @@ def _end(rid: str, state: Any, outcome: str, prompt_tokens: int, generation_toke
     stats = state.time_stats
     ttft = stats.get_first_token_latency() if stats.first_token_time else None
     e2e = stats.get_e2e_latency() if stats.finished_time else None
+    traced = bool(getattr(getattr(stats, "trace_ctx", None), "tracing_enable", False))
     runtime.emit(ev.RequestFinished(name, outcome, prompt_tokens if outcome == "finished" else 0,
-                                    generation_tokens, ttft, e2e, rid, host_hit))
+                                    generation_tokens, ttft, e2e, rid, host_hit, traced))
 
 
 def _after_batch_output(recv_obj: Any, finished: list[tuple[int, Any]]) -> None:
@@ -128,6 +129,19 @@ async def handle_batch_output(original: Any, self: Any, recv_obj: Any, *args: An
         _in_batch_output.reset(token)
         if finished:
             safely("tokenizer_batch_output", _after_batch_output, recv_obj, finished)
+
+
+def _span_closing(attributes: Any, state: Any, recv_obj: Any, i: int) -> None:
+    entry = admitted.get(recv_obj.rids[i])
+    if entry is not None and isinstance(attributes, dict):
+        runtime.emit(ev.RequestSpanClosing(entry[0], entry[1], attributes))
+
+
+@hook("tokenizer_span", f"{TOKENIZER}.convert_to_span_attrs", "AFTER")
+def convert_to_span_attrs(attributes: Any, self: Any, *args: Any, **kwargs: Any) -> None:
+    """SGLang (``--enable-trace``) collects what it sets on its request span as it ends; ours join.
+    Called as ``convert_to_span_attrs(state, recv_obj, i)``."""
+    safely("tokenizer_span", _span_closing, attributes, *args)
 
 
 def _released(state: Any) -> None:

@@ -8,7 +8,9 @@ is created after the fact with its real start time.
 
 A request's spans (``lora.request`` in the tokenizer process with the host-tier result,
 ``lora.request.schedule`` in the scheduler with the gpu-tier result) share one trace id
-derived from SGLang's request id, so a trace shows both.
+derived from SGLang's request id, so a trace shows both. When the host traces requests
+itself (SGLang's ``--enable-trace``), :class:`HostSpanAnnotator` puts the same attributes on
+the host's spans of the request instead, and these two spans of ours are not made.
 """
 
 from __future__ import annotations
@@ -57,6 +59,29 @@ def request_context(rid: str) -> Any:
     return trace.set_span_in_context(trace.NonRecordingSpan(context))
 
 
+def _result(hit: bool | None) -> str | None:
+    return None if hit is None else ("hit" if hit else "miss")
+
+
+class HostSpanAnnotator:
+    """Adds the adapter and its cache results to the host's own spans of a request.
+
+    Needs no exporter of ours: the host exports its spans. Events without a host span pass.
+    """
+
+    def __init__(self) -> None:
+        self.handlers = {ev.RequestSpanClosing: self._closing, ev.CacheLookup: self._lookup}
+
+    def _closing(self, e: ev.RequestSpanClosing) -> None:
+        e.attributes["lora.name"] = e.lora_name
+        if e.host_hit is not None:
+            e.attributes["lora.cache.host"] = _result(e.host_hit)
+
+    def _lookup(self, e: ev.CacheLookup) -> None:
+        if e.host_span is not None:
+            e.host_span.set_attributes({"lora.name": e.lora_name, f"lora.cache.{e.tier}": _result(e.hit)})
+
+
 class TraceSink:
     """Renders events as spans; knows nothing about SGLang."""
 
@@ -98,17 +123,17 @@ class TraceSink:
         self._span("lora.pool.evict", 0.0, {"lora.name": e.lora_name, "lora.slot": e.slot})
 
     def _request(self, e: ev.RequestFinished) -> None:
-        if e.rid is None:
+        if e.rid is None or e.host_traced:
             return
         self._span("lora.request", e.e2e_s, {
-            "lora.name": e.lora_name, "lora.cache.host": None if e.host_hit is None else
-            ("hit" if e.host_hit else "miss"), "lora.outcome": e.outcome, "sglang.rid": e.rid,
+            "lora.name": e.lora_name, "lora.cache.host": _result(e.host_hit), "lora.outcome": e.outcome,
+            "sglang.rid": e.rid,
             "gen_ai.usage.input_tokens": e.prompt_tokens, "gen_ai.usage.output_tokens": e.generation_tokens},
             context=request_context(e.rid))
 
     def _gpu_lookup(self, e: ev.CacheLookup) -> None:
-        if e.tier != "gpu" or e.rid is None:
+        if e.tier != "gpu" or e.rid is None or e.host_span is not None:
             return
-        self._span("lora.request.schedule", 0.0, {"lora.name": e.lora_name, "lora.cache.gpu":
-                                                  "hit" if e.hit else "miss", "sglang.rid": e.rid},
+        self._span("lora.request.schedule", 0.0, {"lora.name": e.lora_name, "lora.cache.gpu": _result(e.hit),
+                                                  "sglang.rid": e.rid},
                    context=request_context(e.rid))

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from lora_telemetry.scrape import Metrics
 from lora_telemetry.testbed.server import free_port
 from tests.conftest import generate, lora_paths, metrics_when, post, running_server
 from tests.sinks.otlp_receiver import Receiver
@@ -58,6 +59,7 @@ def runs(bed, tmp_path_factory):
         time.sleep(2)
         out["traces"] = receiver
     receiver.close()
+    out["sglang_traces"] = _sglang_traced_run(bed, flags, tmp_path_factory.mktemp("sglang_traces"))
     for kind, endpoint in (("closed", f"http://127.0.0.1:{free_port()}"), ("hanging", _hanging_collector())):
         tmp = tmp_path_factory.mktemp(kind)
         env = {"LORA_TELEMETRY_TRACES": "on", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
@@ -65,6 +67,28 @@ def runs(bed, tmp_path_factory):
             _sequence(server, bed, tmp)
             out[f"latency_{kind}"] = _latencies(server)
     return out
+
+
+# (adapter, host-tier result, gpu-tier result) of each request, in order, on 3 slots that SGLang's
+# pool fills with the base model, qa and sql: code is loaded on demand and evicts qa (least
+# recently used), then qa comes back and evicts sql.
+TRACED = [("qa", "hit", "miss"), ("sql", "hit", "miss"), (None, None, "hit"), ("code", "miss", "miss"),
+          ("qa", "hit", "miss")]
+
+
+def _sglang_traced_run(bed, flags, tmp) -> tuple[Receiver, list[str], Metrics]:
+    """SGLang traces its requests itself (``--enable-trace``, OTLP over HTTP) with our traces on."""
+    receiver = Receiver()
+    env = {"LORA_TELEMETRY_TRACES": "on", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "200",
+           "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf", "SGLANG_OTLP_EXPORTER_SCHEDULE_DELAY_MILLIS": "200",
+           "LORA_TELEMETRY_ADAPTER_DIR": str(bed.root / "adapters")}
+    traced = [*flags, "--enable-trace", "--otlp-traces-endpoint", f"{receiver.url}/v1/traces"]
+    with running_server(bed, traced, env=env, tmp=tmp) as server:
+        rids = [generate(server, name)["meta_info"]["id"] for name, _, _ in TRACED]
+        metrics = metrics_when(server, lambda m: m.total("sglang_lora_cache_lookups_total", tier="gpu") == 5)
+        time.sleep(2)
+    receiver.close()
+    return receiver, rids, metrics
 
 
 def _hanging_collector() -> str:
@@ -149,6 +173,31 @@ def test_each_request_has_its_adapter_and_both_cache_results_in_one_trace(runs):
         assert schedules[rid]["attributes"]["lora.cache.gpu"] == "miss"
         assert span["trace_id"] == schedules[rid]["trace_id"]
         assert span["attributes"]["lora.name"] == schedules[rid]["attributes"]["lora.name"]
+
+
+def test_with_sglang_tracing_its_request_spans_carry_the_adapter_and_both_cache_results(runs):
+    receiver, rids, _ = runs["sglang_traces"]
+    roots = {s["attributes"]["rid"]: s for s in receiver.spans if s["attributes"].get("module") == "sglang::request"}
+    schedulers = {s["trace_id"]: s for s in receiver.spans if s["name"].startswith("Scheduler")}
+    seen = []
+    for rid in rids:
+        root = roots[rid]["attributes"]
+        gpu = schedulers[roots[rid]["trace_id"]]["attributes"]
+        assert gpu["lora.name"] == root["lora.name"]
+        seen.append((root["lora.name"], root.get("lora.cache.host"), gpu["lora.cache.gpu"]))
+    assert seen == [(name or "__base__", host, gpu) for name, host, gpu in TRACED]
+
+
+def test_with_sglang_tracing_the_span_results_equal_the_counters_and_ours_are_not_doubled(runs):
+    receiver, _, metrics = runs["sglang_traces"]
+    for tier in ("host", "gpu"):
+        spans = [s["attributes"] for s in receiver.spans if f"lora.cache.{tier}" in s["attributes"]]
+        for result in ("hit", "miss"):
+            assert sum(1 for a in spans if a[f"lora.cache.{tier}"] == result) == metrics.total(
+                "sglang_lora_cache_lookups_total", tier=tier, result=result)
+    assert not receiver.named("lora.request") and not receiver.named("lora.request.schedule")
+    on_demand = [s for s in receiver.named("lora.adapter.load") if s["attributes"]["lora.name"] == "code"]
+    assert [s["attributes"]["lora.trigger"] for s in on_demand] == ["on_demand"]
 
 
 @pytest.mark.parametrize("collector", ["closed", "hanging"])
