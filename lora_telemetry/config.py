@@ -32,6 +32,8 @@ class Config:
     traces: bool = False
     metrics_port: int | None = None
     adapter_dir: Path | None = None
+    access_log: Path | None = None
+    access_log_max_bytes: int = 256 * 2**20
     # Test-only switches: hooks that raise on purpose, hook targets treated as missing.
     fault_hooks: frozenset[str] = frozenset()
     hidden_targets: frozenset[str] = frozenset()
@@ -98,6 +100,8 @@ def read() -> Config:
         traces=_bool("TRACES", False),
         metrics_port=_int("METRICS_PORT", None, 1, 65535),
         adapter_dir=_directory("ADAPTER_DIR"),
+        access_log=_path("ACCESS_LOG"),
+        access_log_max_bytes=(_int("ACCESS_LOG_MAX_MB", 256, 1, 1_000_000) or 256) * 2**20,
         fault_hooks=_names("FAULT_HOOKS"),
         hidden_targets=_names("HIDE_TARGETS"),
     )

@@ -78,6 +78,24 @@ class PoolState:
     capacity_bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """What a pool is: its slots, its eviction policy, bytes per slot."""
+
+    slots: int
+    policy: str  # lru | fifo
+    slot_bytes: int
+
+
+@dataclass(slots=True)
+class PoolBatch:
+    """The pool was asked to hold a forward batch's adapters (only while an access log is kept)."""
+
+    time: float
+    adapters: tuple[str, ...]  # in the order the pool marks them used
+    pool: PoolSettings
+
+
 @dataclass(slots=True)
 class BatchComposition:
     """Forward batches since the last one of these: distinct adapters -> number of batches."""

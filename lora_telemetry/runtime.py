@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lora_telemetry import config as config_module
+from lora_telemetry.sinks.access_log import make_access_log
 from lora_telemetry.sinks.logs import LogSink
 from lora_telemetry.sinks.prometheus import PrometheusSink
 from lora_telemetry.sinks.prometheus.exposition import Renderer
@@ -86,6 +87,10 @@ class Telemetry:
                                   HostSpanAnnotator()]
         if cfg.traces:
             self.sinks.append(TraceSink(make_tracer()))
+        if cfg.access_log is not None:
+            access_log = make_access_log(cfg.access_log, cfg.access_log_max_bytes, lambda: _ranks.get("dp_rank"))
+            if access_log is not None:
+                self.sinks.append(access_log)
         self._routes: dict[type, tuple[Callable[[Any], None], ...]] = {}
         for sink in self.sinks:
             for kind, handler in sink.handlers.items():

@@ -78,13 +78,34 @@ def _slot_map_before(pool: Any, cur_uids: Any) -> dict | None:
     return None if slots.keys() >= cur_uids else dict(slots)
 
 
+_settings: dict[int, ev.PoolSettings] = {}
+
+
+def pool_settings(pool: Any) -> ev.PoolSettings:
+    key = id(pool)
+    if key not in _settings:
+        policy = type(pool.eviction_policy).__name__.removesuffix("EvictionPolicy").lower()
+        _settings[key] = ev.PoolSettings(pool.max_loras_per_batch, policy, slot_bytes(pool))
+    return _settings[key]
+
+
+def _record(pool: Any, cur_uids: Any, refs: dict) -> None:
+    """The batch in the order SGLang marks it: base model first, then by adapter id."""
+    ordered = sorted(cur_uids, key=lambda uid: (uid is not None, uid or ""))
+    runtime.emit(ev.PoolBatch(time.time(), tuple(lora_name(uid, refs) for uid in ordered), pool_settings(pool)))
+
+
 @hook("pool_prepare_batch", f"{POOL}.prepare_lora_batch", "AROUND")
 def prepare_lora_batch(original: Any, self: Any, cur_uids: Any, *args: Any, **kwargs: Any) -> Any:
     before = safely("pool_prepare_batch", _slot_map_before, self, cur_uids)
     result = original(self, cur_uids, *args, **kwargs)
-    if before is not None and reporting_rank():
+    recording = runtime.get().config.access_log is not None
+    if (before is not None or recording) and reporting_rank():
         refs = kwargs.get("lora_refs", args[2] if len(args) > 2 else {})
-        safely("pool_prepare_batch", _diff, self, before, cur_uids, refs)
+        if before is not None:
+            safely("pool_prepare_batch", _diff, self, before, cur_uids, refs)
+        if recording:
+            safely("pool_prepare_batch", _record, self, cur_uids, refs)
     return result
 
 

@@ -1,0 +1,157 @@
+"""The access log: what the adapter pool was asked to hold, batch by batch, in a text file.
+
+Version 1. One record per line, fields separated by single spaces, times in Unix seconds
+with millisecond precision, adapter names percent-encoded (all but letters, digits and
+``_.-~``), the base model written ``__base__``. ``dp`` is the data-parallel rank of the
+scheduler whose pool the record is about (each rank has a pool of its own)::
+
+    S <time> <dp> <slots> <policy> <slot_bytes>   a scheduler's pool: slots (--max-loras-per-batch),
+                                                  eviction policy (lru|fifo), bytes per slot
+    L <time> <dp> <name> <pinned>                 an adapter loaded into that scheduler (pinned: 0|1)
+    U <time> <dp> <name>                          an adapter unloaded from it
+    B <time> <dp> <name>[:<n>] ...                a forward batch: its adapters in the order SGLang
+                                                  marks them used; n requests were first scheduled in it
+    R <arrival> <name> <prompt> <output>          a finished request, from the tokenizer side
+    # <text>                                      a comment (a size limit reached is said so here)
+
+The scheduler writes S, L, U and B; the tokenizer writes R; ``lora-telemetry bench --record``
+writes R from its own schedule (a recording without B lines is analysed one batch per request).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+BASE = "__base__"
+VERSION_LINE = "# lora-telemetry access log v1"
+
+
+class RecordingError(ValueError):
+    """A line that is not a record; names the line and its byte offset."""
+
+    def __init__(self, path: Path, line: int, offset: int, reason: str) -> None:
+        super().__init__(f"{path}: line {line} (byte offset {offset}): {reason}")
+        self.line, self.offset = line, offset
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    time: float
+    dp: int
+    slots: int
+    policy: str
+    slot_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    time: float
+    dp: int
+    name: str
+    pinned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Unload:
+    time: float
+    dp: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    time: float
+    dp: int
+    adapters: tuple[str, ...]  # in the order SGLang marks them
+    new_requests: tuple[int, ...]  # per adapter: requests first scheduled in this batch
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    arrival: float
+    name: str
+    prompt_tokens: int
+    output_tokens: int
+
+
+Record = Pool | Load | Unload | Batch | Request
+
+
+def encode(name: str) -> str:
+    """Letters, digits and ``_.-~`` stay; everything else (``:`` included) is ``%XX``."""
+    return quote(name, safe="")
+
+
+def format_record(record: Record) -> str:
+    """One line, without its newline."""
+    match record:
+        case Batch(time, dp, adapters, counts):
+            items = " ".join(encode(a) + (f":{n}" if n else "") for a, n in zip(adapters, counts, strict=True))
+            return f"B {time:.3f} {dp} {items}"
+        case Pool(time, dp, slots, policy, slot_bytes):
+            return f"S {time:.3f} {dp} {slots} {policy} {slot_bytes}"
+        case Load(time, dp, name, pinned):
+            return f"L {time:.3f} {dp} {encode(name)} {int(pinned)}"
+        case Unload(time, dp, name):
+            return f"U {time:.3f} {dp} {encode(name)}"
+        case Request(arrival, name, prompt, output):
+            return f"R {arrival:.3f} {encode(name)} {prompt} {output}"
+    raise TypeError(f"not a record: {record!r}")
+
+
+def _batch(fields: list[str]) -> Batch:
+    adapters, counts = [], []
+    for item in fields[3:]:
+        name, _, count = item.rpartition(":") if ":" in item else (item, "", "0")
+        adapters.append(unquote(name))
+        counts.append(int(count))
+    if not adapters or any(n < 0 for n in counts):
+        raise ValueError("a batch needs adapters and non-negative counts")
+    return Batch(float(fields[1]), int(fields[2]), tuple(adapters), tuple(counts))
+
+
+def parse_line(text: str) -> Record | None:
+    """The record on one line, None for a comment or a blank line; ValueError if malformed."""
+    fields = text.split(" ")
+    kind = fields[0]
+    if kind in ("", "#"):
+        return None
+    if kind == "B" and len(fields) >= 4:
+        return _batch(fields)
+    if kind == "S" and len(fields) == 6 and fields[4] in ("lru", "fifo"):
+        return Pool(float(fields[1]), int(fields[2]), int(fields[3]), fields[4], int(fields[5]))
+    if kind == "L" and len(fields) == 5 and fields[4] in ("0", "1"):
+        return Load(float(fields[1]), int(fields[2]), unquote(fields[3]), fields[4] == "1")
+    if kind == "U" and len(fields) == 4:
+        return Unload(float(fields[1]), int(fields[2]), unquote(fields[3]))
+    if kind == "R" and len(fields) == 5:
+        return Request(float(fields[1]), unquote(fields[2]), int(fields[3]), int(fields[4]))
+    raise ValueError(f"not a record: {text[:80]!r}")
+
+
+def read(path: Path, partial: bool = False, errors: list[RecordingError] | None = None) -> Iterator[Record]:
+    """The records of ``path`` in file order.
+
+    A malformed or cut-off line raises :class:`RecordingError`; with ``partial`` reading stops
+    there instead (the error goes to ``errors``), so what came before can still be analysed.
+    """
+    offset = 0
+    with open(path, "rb") as file:
+        for number, raw in enumerate(file, 1):
+            try:
+                if not raw.endswith(b"\n"):
+                    raise ValueError("the last line is cut off (no newline)")
+                record = parse_line(raw[:-1].decode("utf-8"))
+            except (ValueError, UnicodeDecodeError) as error:
+                problem = RecordingError(path, number, offset, str(error))
+                if not partial:
+                    raise problem from None
+                if errors is not None:
+                    errors.append(problem)
+                return
+            offset += len(raw)
+            if record is not None:
+                yield record

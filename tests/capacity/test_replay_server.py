@@ -1,0 +1,110 @@
+"""A recording taken on the real server, replayed at the server's own settings, gives back
+exactly what the server counted: slot loads, evictions and gpu hits, per adapter."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from lora_telemetry.capacity.recording import Batch, Pool, Request, read
+from lora_telemetry.capacity.simulator import PoolSimulator
+from tests.conftest import lora_paths, metrics_when, post, running_server
+
+pytestmark = pytest.mark.server
+NAMES = ["qa", "sql", "chat", "code", "math", "legal", "med"]
+
+
+def _mixed_traffic(server, names: list[str | None], seed: int) -> Counter:
+    """Waves of concurrent requests over the adapters and the base model, of uneven lengths,
+    so that batches mix adapters, requests join running batches and slots change hands."""
+    rng, sent, lock = random.Random(seed), Counter(), threading.Lock()
+
+    def one(name: str | None, tokens: int) -> None:
+        status, body = post(server, "/generate", {"text": f"wave of {name}", "lora_path": name,
+                                                  "sampling_params": {"max_new_tokens": tokens, "temperature": 0}})
+        assert status == 200, body
+        with lock:
+            sent[name or "__base__"] += 1
+
+    for _ in range(6):
+        wave = [threading.Thread(target=one, args=(rng.choice(names), rng.randint(2, 24)))
+                for _ in range(rng.randint(6, 14))]
+        for thread in wave:
+            thread.start()
+            time.sleep(rng.random() * 0.05)
+        for thread in wave:
+            thread.join()
+    return sent
+
+
+def _run(bed, tmp, flags: list[str], churn) -> tuple[list, object, Counter]:
+    log = tmp / "access.log"
+    with running_server(bed, flags, env={"LORA_TELEMETRY_ACCESS_LOG": str(log)}, tmp=tmp) as server:
+        sent = _mixed_traffic(server, [*NAMES[:4], None], seed=1)
+        churn(server)
+        sent += _mixed_traffic(server, [*NAMES, None], seed=2)
+        metrics = metrics_when(server, lambda m: m.total("sglang_lora_requests_total", outcome="finished")
+                               == sum(sent.values()), timeout=10)
+        time.sleep(1)  # the writer appends every 0.2 s
+    return list(read(log)), metrics, sent
+
+
+@pytest.fixture(scope="module")
+def lru(bed, tmp_path_factory):
+    def pin_one(server) -> None:
+        assert post(server, "/load_lora_adapter", {"lora_name": "legal", "pinned": True,
+                                                  "lora_path": str(bed.adapters()["legal"])})[0] == 200
+
+    flags = ["--max-loras-per-batch", "4", *lora_paths(bed, [n for n in NAMES if n != "legal"])]
+    return _run(bed, tmp_path_factory.mktemp("replay_lru"), flags, pin_one)
+
+
+@pytest.fixture(scope="module")
+def fifo(bed, tmp_path_factory):
+    def unload_and_reload(server) -> None:
+        assert post(server, "/unload_lora_adapter", {"lora_name": "sql"})[0] == 200
+        reload = {"lora_name": "sql", "lora_path": str(bed.adapters()["sql"])}
+        assert post(server, "/load_lora_adapter", reload)[0] == 200
+
+    flags = ["--max-loras-per-batch", "3", "--lora-eviction-policy", "fifo", *lora_paths(bed, NAMES)]
+    return _run(bed, tmp_path_factory.mktemp("replay_fifo"), flags, unload_and_reload)
+
+
+def _replayed(records) -> PoolSimulator:
+    [pool] = [r for r in records if isinstance(r, Pool)]
+    return PoolSimulator(pool.slots, pool.policy).replay(records)
+
+
+@pytest.mark.parametrize("run", ["lru", "fifo"])
+def test_replay_gives_the_servers_slot_loads_and_evictions_per_adapter(run, request):
+    records, metrics, _ = request.getfixturevalue(run)
+    replay = _replayed(records)
+    assert dict(replay.slot_loads) == metrics.by("sglang_lora_pool_slot_loads_total", "lora_name")
+    assert dict(replay.evictions) == metrics.by("sglang_lora_pool_evictions_total", "lora_name")
+    assert sum(replay.evictions.values()) >= 5  # the pool really was contended
+
+
+@pytest.mark.parametrize("run", ["lru", "fifo"])
+def test_replay_gives_the_servers_gpu_hits_and_misses_per_adapter(run, request):
+    records, metrics, sent = request.getfixturevalue(run)
+    replay = _replayed(records)
+    assert dict(replay.hits) == metrics.by("sglang_lora_cache_lookups_total", "lora_name", tier="gpu", result="hit")
+    assert dict(replay.misses) == metrics.by("sglang_lora_cache_lookups_total", "lora_name", tier="gpu", result="miss")
+    assert replay.hits + replay.misses == sent
+
+
+@pytest.mark.parametrize("run", ["lru", "fifo"])
+def test_the_recording_holds_every_request_and_mixed_batches(run, request):
+    records, _, sent = request.getfixturevalue(run)
+    assert Counter(r.name for r in records if isinstance(r, Request)) == sent
+    assert any(len(r.adapters) >= 3 for r in records if isinstance(r, Batch))
+
+
+def test_the_pinned_adapter_is_recorded_pinned_and_never_evicted(lru):
+    records, metrics, _ = lru
+    assert any(getattr(r, "name", None) == "legal" and getattr(r, "pinned", False) for r in records)
+    assert metrics.by("sglang_lora_pool_evictions_total", "lora_name").get("legal", 0) == 0
