@@ -44,6 +44,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.scrape_stall:
         report.scrape_stall(console, args.scrape_stall, args.rounds, args.duration)
         return 0
+    if args.advise_scale:
+        report.advise_scale(console, args.advise_scale)
+        return 0
     if args.hooks or args.scrape or args.live_scrape:
         if args.hooks:
             report.hook_costs(console)
@@ -108,12 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     traffic.add_argument("--seed", type=int, default=0, help="the same seed gives the same schedule")
     traffic.add_argument("--slots", type=int, default=4, help="pool slots of the embedded server")
     traffic.add_argument("--out", default="bench-out", help="folder for the JSON result and charts")
+    traffic.add_argument("--record", type=Path, metavar="FILE",
+                         help="also write the schedule's requests as an access log for lora-telemetry advise")
     modes = bench.add_argument_group("other modes")
     modes.add_argument("--compare-overhead", action="store_true",
                        help="run the workload on the test-bed server with the plugin off and on, alternating")
     modes.add_argument("--rounds", type=int, default=3, help="paired rounds for --compare-overhead")
     modes.add_argument("--stub", action="store_true", help="the generator's send-time accuracy against an instant stub")
     modes.add_argument("--stub-rate", type=float, default=50.0, help="requests per second for --stub")
+    modes.add_argument("--advise-scale", type=int, metavar="N",
+                       help="time lora-telemetry advise on a synthetic access log of N batches")
     modes.add_argument("--hooks", action="store_true", help="cost per call of the hot-path hooks")
     modes.add_argument("--scrape", action="store_true", help="render time of /metrics at 100, 1,000, 10,000 adapters")
     modes.add_argument("--scales", default="100,1000,10000", help="adapter counts for --scrape")
@@ -125,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with N adapters' series on the test-bed server, TTFT p99 with and without a scrape "
                        "every second, in --rounds pairs of --duration seconds, against round-to-round noise")
     bench.set_defaults(run=_bench)
+
+    from lora_telemetry.capacity import command as advise
+
+    advise.add_parser(sub, console)
 
     doctor = sub.add_parser("doctor", help="SGLang version, each hook target found or missing, metrics settings")
     doctor.set_defaults(run=_doctor)

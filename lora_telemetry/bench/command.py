@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from lora_telemetry.bench import charts, traffic
+from lora_telemetry.bench.recording import write_schedule
 from lora_telemetry.bench.workload import Workload, parse_range, schedule
 
 
@@ -105,6 +106,7 @@ def run_traffic(args: argparse.Namespace, console: Console) -> int:
             names = names[:workload.adapters]
         else:
             url, names = stack.enter_context(embedded_server(workload.adapters, args.slots, console=console))
+        started = time.time()
         run = _run(url, names, workload, console)
     result = traffic.summary(run)
     console.print(summary_table(result))
@@ -116,6 +118,9 @@ def run_traffic(args: argparse.Namespace, console: Console) -> int:
     (out / "bench-result.json").write_text(traffic.to_json(run, workload))
     pngs = charts.draw(result, run.outcomes, out)
     console.print(f"wrote {out / 'bench-result.json'} and {', '.join(p.name for p in pngs)}")
+    if args.record:
+        write_schedule(args.record, schedule(workload), names, started)
+        console.print(f"wrote the schedule as an access log: {args.record} (lora-telemetry advise {args.record})")
     return 0
 
 

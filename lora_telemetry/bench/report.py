@@ -119,3 +119,19 @@ def scrape_stall(console: Console, adapters: int, rounds: int, seconds: float) -
     table.add_row("noise: identical rounds (larger / smaller)",
                   *(f"{f(noise):.3f}" for f in (statistics.median, min, max)))
     console.print(table)
+
+
+def advise_scale(console: Console, batches: int) -> None:
+    """Time ``advise`` on a synthetic recording of ``batches`` forward batches over 100 adapters."""
+    from lora_telemetry.bench.recording import write_synthetic
+    from lora_telemetry.capacity.analysis import analyse
+
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "synthetic.log"
+        with console.status(f"writing a recording of {batches:,} batches"):
+            write_synthetic(path, batches)
+        size = path.stat().st_size
+        with console.status("analysing it"):
+            analysis = analyse(path)
+    console.print(f"advise: {analysis.batches:,} batches ({size / 2**20:,.0f} MiB), "
+                  f"{len(analysis.slots.sizes)} slot counts by LRU stack distances, in {analysis.seconds:.2f} s")

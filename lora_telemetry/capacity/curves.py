@@ -50,10 +50,11 @@ class _Ranks:
         self.requests: dict[str, Counter[int]] = {}
         self.loads: dict[str, Counter[int]] = {}
 
-    def add(self, name: str, rank: int, requests: int) -> None:
+    def add(self, name: str, rank: int, requests: int, batches: int = 1) -> None:
         if name not in self.loads:
             self.requests[name], self.loads[name] = Counter(), Counter()
-        self.loads[name][rank] += 1
+        if batches:
+            self.loads[name][rank] += batches
         if requests:
             self.requests[name][rank] += requests
 
@@ -84,33 +85,49 @@ NEVER = 1 << 30  # the rank of an adapter not seen before
 
 
 def lru_ranks(records: Iterable[Record]) -> tuple[_Ranks, int, int]:
-    """One pass over a scheduler's records: rank counts, batches, most adapters pinned at once."""
+    """One pass over a scheduler's records: rank counts, batches, most adapters pinned at once.
+
+    A batch equal to the one before (a decode step) leaves every adapter where it was, so runs
+    of them are counted, not replayed.
+    """
     ranks, stack, pinned = _Ranks(), [], set()
     last: tuple[str, ...] = ()
-    top: list[tuple[str, int]] = []  # the last batch's tracked adapters and their ranks after it
+    top: list[tuple[str, int]] = []  # the last batch's adapters and their ranks after it
+    repeats, first_scheduled = 0, Counter()  # since the last distinct batch
     batches = most_pinned = 0
+
+    def settle() -> None:
+        for name, rank in top:
+            ranks.add(name, rank, first_scheduled[name], repeats)
+
     for record in records:
         if isinstance(record, Batch):
             batches += 1
-            if record.adapters != last:
-                tracked = [name for name in record.adapters if name != BASE and name not in pinned]
-                before = [_rank(stack, name) for name in tracked]
-                for name in tracked:
-                    if name in stack:
-                        stack.remove(name)
-                    stack.insert(0, name)
-                counts = dict(zip(record.adapters, record.new_requests, strict=True))
-                for name, rank in zip(tracked, before, strict=True):
-                    ranks.add(name, rank, counts[name])
-                top = [(name, len(tracked) - 1 - i) for i, name in enumerate(tracked)]
-                top += [(name, 0) for name in record.adapters if name in pinned]  # pinned: always in place
-                last = record.adapters
-            else:  # the same batch again (a decode step): every adapter is where the last one left it
-                counts = dict(zip(record.adapters, record.new_requests, strict=True))
-                for name, rank in top:
-                    ranks.add(name, rank, counts[name])
+            if record.adapters == last:
+                repeats += 1
+                for name, count in zip(record.adapters, record.new_requests, strict=True):
+                    if count:
+                        first_scheduled[name] += count
+                continue
+            settle()
+            repeats, first_scheduled = 0, Counter()
+            tracked = [name for name in record.adapters if name != BASE and name not in pinned]
+            before = [_rank(stack, name) for name in tracked]
+            for name in tracked:
+                if name in stack:
+                    stack.remove(name)
+                stack.insert(0, name)
+            counts = dict(zip(record.adapters, record.new_requests, strict=True))
+            for name, rank in zip(tracked, before, strict=True):
+                ranks.add(name, rank, counts[name])
+            top = [(name, len(tracked) - 1 - i) for i, name in enumerate(tracked)]
+            top += [(name, 0) for name in record.adapters if name in pinned]  # pinned: always in place
+            for name, rank in top[len(tracked):]:
+                ranks.add(name, rank, counts[name])
+            last = record.adapters
         elif isinstance(record, Load | Unload):
-            last = ()
+            settle()
+            repeats, first_scheduled, last, top = 0, Counter(), (), []
             if record.name in stack:
                 stack.remove(record.name)
             if isinstance(record, Load) and record.pinned:
@@ -118,6 +135,7 @@ def lru_ranks(records: Iterable[Record]) -> tuple[_Ranks, int, int]:
                 most_pinned = max(most_pinned, len(pinned))
             else:
                 pinned.discard(record.name)
+    settle()
     return ranks, batches, most_pinned
 
 
@@ -139,10 +157,12 @@ def lru_curve(records: Sequence[Record], sizes: list[int] | None = None) -> Curv
     return ranks.curve(sizes, lambda slots: slots - 1 - pinned, batches)
 
 
-def host_curve(requests: Iterable[Request], sizes: list[int] | None = None) -> Curve:
-    """The host tier (``--max-loaded-loras``): an LRU over requests in arrival order."""
+def host_curve(requests: Iterable[Request], preloaded: Sequence[str] = (), sizes: list[int] | None = None) -> Curve:
+    """The host tier (``--max-loaded-loras``): an LRU over requests in arrival order, starting
+    with the ``preloaded`` adapters (loaded at start-up, in that order)."""
     ordered = sorted((r for r in requests if r.name != BASE), key=lambda r: r.arrival)
-    batches = [Batch(r.arrival, 0, (r.name,), (1,)) for r in ordered]
+    batches = [*(Batch(0.0, 0, (name,), (0,)) for name in preloaded),
+               *(Batch(r.arrival, 0, (r.name,), (1,)) for r in ordered)]
     ranks, count, _ = lru_ranks(batches)
     sizes = sizes or list(range(1, len(ranks.loads) + 1))
     return ranks.curve(sizes, lambda capacity: capacity, count)

@@ -37,7 +37,7 @@ class RecordingError(ValueError):
         self.line, self.offset = line, offset
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pool:
     time: float
     dp: int
@@ -46,7 +46,7 @@ class Pool:
     slot_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Load:
     time: float
     dp: int
@@ -54,14 +54,14 @@ class Load:
     pinned: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Unload:
     time: float
     dp: int
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Batch:
     time: float
     dp: int
@@ -69,7 +69,7 @@ class Batch:
     new_requests: tuple[int, ...]  # per adapter: requests first scheduled in this batch
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
     arrival: float
     name: str
@@ -102,25 +102,36 @@ def format_record(record: Record) -> str:
     raise TypeError(f"not a record: {record!r}")
 
 
-def _batch(fields: list[str]) -> Batch:
+def _items(text: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
     adapters, counts = [], []
-    for item in fields[3:]:
-        name, _, count = item.rpartition(":") if ":" in item else (item, "", "0")
-        adapters.append(unquote(name))
+    for item in text.split(" "):
+        name, count = item.rsplit(":", 1) if ":" in item else (item, "0")
+        adapters.append(unquote(name) if "%" in name else name)
         counts.append(int(count))
-    if not adapters or any(n < 0 for n in counts):
+    if not adapters or any(n < 0 for n in counts) or "" in adapters:
         raise ValueError("a batch needs adapters and non-negative counts")
-    return Batch(float(fields[1]), int(fields[2]), tuple(adapters), tuple(counts))
+    return tuple(adapters), tuple(counts)
 
 
-def parse_line(text: str) -> Record | None:
-    """The record on one line, None for a comment or a blank line; ValueError if malformed."""
+def parse_line(text: str, last: list | None = None) -> Record | None:
+    """The record on one line, None for a comment or a blank line; ValueError if malformed.
+
+    ``last`` (a two-item list kept by the caller) remembers the previous batch's adapters so
+    that the repeated batches of decode steps are not parsed again.
+    """
+    kind = text[:1]
+    if kind == "B":
+        _, time, dp, items = text.split(" ", 3)
+        if last is not None and items == last[0]:
+            adapters, counts = last[1]
+        else:
+            adapters, counts = _items(items)
+            if last is not None:
+                last[:] = [items, (adapters, counts)]
+        return Batch(float(time), int(dp), adapters, counts)
     fields = text.split(" ")
-    kind = fields[0]
     if kind in ("", "#"):
         return None
-    if kind == "B" and len(fields) >= 4:
-        return _batch(fields)
     if kind == "S" and len(fields) == 6 and fields[4] in ("lru", "fifo"):
         return Pool(float(fields[1]), int(fields[2]), int(fields[3]), fields[4], int(fields[5]))
     if kind == "L" and len(fields) == 5 and fields[4] in ("0", "1"):
@@ -138,15 +149,17 @@ def read(path: Path, partial: bool = False, errors: list[RecordingError] | None 
     A malformed or cut-off line raises :class:`RecordingError`; with ``partial`` reading stops
     there instead (the error goes to ``errors``), so what came before can still be analysed.
     """
+    last: list = [None, None]
     offset = 0
     with open(path, "rb") as file:
         for number, raw in enumerate(file, 1):
             try:
                 if not raw.endswith(b"\n"):
                     raise ValueError("the last line is cut off (no newline)")
-                record = parse_line(raw[:-1].decode("utf-8"))
+                record = parse_line(raw[:-1].decode("utf-8"), last)
             except (ValueError, UnicodeDecodeError) as error:
-                problem = RecordingError(path, number, offset, str(error))
+                reason = f"not UTF-8 text ({error.reason})" if isinstance(error, UnicodeDecodeError) else str(error)
+                problem = RecordingError(path, number, offset, reason or "malformed record")
                 if not partial:
                     raise problem from None
                 if errors is not None:

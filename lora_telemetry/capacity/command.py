@@ -1,0 +1,171 @@
+"""``lora-telemetry advise FILE``: tables, a recommendation and the curve, from an access log."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from lora_telemetry.capacity import chart
+from lora_telemetry.capacity.analysis import Analysis, analyse, one_line
+from lora_telemetry.capacity.curves import Curve
+from lora_telemetry.capacity.recording import RecordingError
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} GiB"
+
+
+def _rows(sizes: list[int], keep: set[int], most: int = 24) -> list[int]:
+    """All sizes if few; otherwise the small ones, a spread of larger ones, and ``keep``."""
+    if len(sizes) <= most:
+        return sizes
+    step = max(1, (len(sizes) - 12) // (most - 12))
+    return sorted({*sizes[:12], *sizes[12::step], sizes[-1], *(k for k in keep if k in sizes)})
+
+
+def _slot_table(analysis: Analysis, advised: int) -> Table:
+    curve, pool = analysis.slots, analysis.pool
+    now = pool.slots if pool else None
+    table = Table(title=f"GPU slots (--max-loras-per-batch), {analysis.policy.upper()}")
+    for column in ("slots", "gpu hit rate", "slot loads / 1,000 batches", "pool memory", ""):
+        table.add_column(column, justify="right" if column else "left")
+    for size in _rows(curve.sizes, {advised, now or 0}):
+        i = curve.sizes.index(size)
+        note = " ".join(label for label, at in (("now", now), ("advised", advised)) if at == size)
+        memory = _bytes(size * pool.slot_bytes) if pool else "?"
+        table.add_row(str(size), f"{curve.hit_rate(i):.1%}", f"{curve.loads_per_1000(i):,.1f}", memory, note)
+    return table
+
+
+def _adapter_table(analysis: Analysis, advised: int, top: int) -> Table:
+    curve = analysis.slots
+    now = analysis.index(analysis.pool.slots) if analysis.pool else None
+    at = analysis.index(advised)
+    table = Table(title=f"Per adapter (the {top} most requested)")
+    table.add_column("adapter")
+    table.add_column("requests", justify="right")
+    for label in ([f"hit rate now ({analysis.pool.slots})"] if now is not None else []) + [f"at {advised}"]:
+        table.add_column(label, justify="right")
+    table.add_column(f"slot loads / 1,000 batches at {advised}", justify="right")
+    for name in sorted(curve.requests, key=lambda n: -curve.requests[n])[:top]:
+        rates = [f"{curve.hit_rate(i, name):.1%}" for i in ([now] if now is not None else []) + [at]]
+        table.add_row(name, f"{curve.requests[name]:,}", *rates, f"{curve.loads_per_1000(at, name):,.1f}")
+    return table
+
+
+def _host_table(host: Curve, advised: int) -> Table:
+    table = Table(title="Host tier (--max-loaded-loras), LRU over requests")
+    for column in ("adapters loaded", "host hit rate", "loads / 1,000 requests", ""):
+        table.add_column(column, justify="right" if column else "left")
+    total = sum(host.requests.values()) or 1
+    for size in _rows(host.sizes, {advised}):
+        i = host.sizes.index(size)
+        loads = 1000 * sum(int(host.loads[n][i]) for n in host.loads) / total
+        table.add_row(str(size), f"{host.hit_rate(i):.1%}", f"{loads:,.1f}", "advised" if size == advised else "")
+    return table
+
+
+def _advice(analysis: Analysis, target: float) -> list[str]:
+    advised, reached = analysis.smallest(analysis.slots, target)
+    rate = analysis.slots.hit_rate(analysis.index(advised))
+    lines = [f"--max-loras-per-batch {advised}: gpu hit rate {rate:.1%}"
+             + ("" if reached else f" (the most this traffic allows; first uses always miss, so {target:.0%} is "
+                                   "out of reach)")]
+    pool = analysis.pool
+    if pool:
+        extra = advised - pool.slots
+        cost = f"each slot holds {_bytes(pool.slot_bytes)}"
+        if extra > 0:
+            cost += f"; {extra} more than now take {_bytes(extra * pool.slot_bytes)}"
+        lines.append(f"  {one_line(analysis, target)}; {cost}")
+    if analysis.host is not None:
+        host, host_reached = analysis.smallest(analysis.host, target)
+        rate = analysis.host.hit_rate(analysis.host.sizes.index(host))
+        lines.append(f"--max-loaded-loras {host}: host hit rate {rate:.1%}"
+                     + ("" if host_reached else " (the most this traffic allows)"))
+    return lines
+
+
+def _json(analysis: Analysis, target: float) -> dict:
+    def curve(c: Curve) -> dict:
+        return {"sizes": c.sizes, "hit_rate": [c.hit_rate(i) for i in range(len(c.sizes))],
+                "per_adapter": {n: {"requests": c.requests[n], "hits": c.hits[n].tolist(), "loads": c.loads[n].tolist()}
+                                for n in c.requests}}
+
+    return {"policy": analysis.policy, "batches": analysis.batches, "requests": analysis.requests,
+            "target": target, "advised_slots": analysis.smallest(analysis.slots, target)[0],
+            "slots": curve(analysis.slots), "host": curve(analysis.host) if analysis.host else None,
+            "pool": None if analysis.pool is None else {"slots": analysis.pool.slots, "policy": analysis.pool.policy,
+                                                        "slot_bytes": analysis.pool.slot_bytes}}
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    if not 0 < args.target <= 1:
+        console.print(f"[red]--target must be a hit rate above 0 and at most 1, not {args.target}[/red]")
+        return 2
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("replaying each slot count", total=None)
+            analysis = analyse(args.file, args.policy, args.partial, lambda _size: progress.advance(task))
+    except RecordingError as error:
+        console.print(f"[red]{error}[/red]\nAnalyse what was read before it with --partial.")
+        return 1
+    except OSError as error:
+        console.print(f"[red]cannot read {args.file}: {error.strerror}[/red]")
+        return 1
+    if analysis.stopped_at is not None:
+        console.print(f"[yellow]stopped reading at line {analysis.stopped_at.line} "
+                      f"(byte offset {analysis.stopped_at.offset}): {analysis.stopped_at}; "
+                      "analysing what came before[/yellow]")
+    pool = analysis.pool
+    scheduled = sum(analysis.slots.requests.values())
+    console.print(f"{analysis.batches:,} batches over {analysis.span_s:,.0f} s scheduling {scheduled:,} requests on "
+                  f"{len(analysis.slots.requests)} adapters"
+                  + (f"; {analysis.requests:,} finished requests" if analysis.requests else "")
+                  + (f"; recorded pool: {pool.slots} slots, {pool.policy}, {_bytes(pool.slot_bytes)} per slot"
+                     if pool else ""))
+    advised = analysis.smallest(analysis.slots, args.target)[0]
+    console.print(_slot_table(analysis, advised))
+    console.print(_adapter_table(analysis, advised, args.top))
+    if analysis.host is not None:
+        console.print(_host_table(analysis.host, analysis.smallest(analysis.host, args.target)[0]))
+    console.print(f"[bold]For a hit rate of {args.target:.0%}:[/bold]")
+    for line in _advice(analysis, args.target):
+        console.print(line)
+    path = chart.draw(analysis, args.target, args.chart or args.file.with_suffix(".png"))
+    console.print(f"miss-ratio curve: {path}")
+    if args.json:
+        args.json.write_text(json.dumps(_json(analysis, args.target), indent=1))
+        console.print(f"figures: {args.json}")
+    console.print(f"analysed {analysis.batches:,} batches in {analysis.seconds:.2f} s")
+    return 0
+
+
+def add_parser(commands: argparse._SubParsersAction, console: Console) -> None:
+    parser = commands.add_parser(
+        "advise", help="how many adapter slots the recorded traffic needs",
+        description="Replay an access log (LORA_TELEMETRY_ACCESS_LOG, or lora-telemetry bench --record) "
+                    "through SGLang's adapter pool at every slot count from 2 to one per adapter, and the "
+                    "host tier at every --max-loaded-loras; print gpu and host hit rates and slot loads per "
+                    "1,000 batches, per adapter and overall, recommend the smallest settings reaching "
+                    "--target, and draw the miss-ratio curves as a PNG. LRU takes one pass for all sizes; "
+                    "FIFO is replayed once per size.")
+    parser.add_argument("file", type=Path, help="the access log")
+    parser.add_argument("--target", type=float, default=0.95, help="gpu and host hit rate to reach (default 0.95)")
+    parser.add_argument("--policy", choices=("lru", "fifo"),
+                        help="eviction policy to replay (default: the recorded pool's, else lru)")
+    parser.add_argument("--partial", action="store_true",
+                        help="analyse what was read before a corrupt or cut-off line instead of failing")
+    parser.add_argument("--chart", type=Path, help="PNG for the miss-ratio curves (default: FILE with .png)")
+    parser.add_argument("--json", type=Path, help="also write every figure as JSON")
+    parser.add_argument("--top", type=int, default=15, help="adapters in the per-adapter table (default 15)")
+    parser.set_defaults(run=lambda args: run(args, console))
