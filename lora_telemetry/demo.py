@@ -23,6 +23,7 @@ from rich.table import Table
 
 from lora_telemetry import events as ev
 from lora_telemetry import testbed
+from lora_telemetry.capacity.analysis import analyse, one_line
 from lora_telemetry.scrape import Metrics
 from lora_telemetry.testbed.server import TestBedServer
 
@@ -152,7 +153,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     adapters = list(bed.adapters())
     flags = ["--max-loras-per-batch", str(args.slots), "--lora-paths",
              *(f"{name}={path}" for name, path in bed.adapters().items())]
-    server = TestBedServer(root, flags, log_path=root / "demo-server.log")
+    recording = root / "demo-access.log"
+    recording.unlink(missing_ok=True)
+    server = TestBedServer(root, flags, env={"LORA_TELEMETRY_ACCESS_LOG": str(recording)},
+                           log_path=root / "demo-server.log")
     console.print(f"{len(adapters)} adapters, {args.slots} pool slots (the base model holds one); "
                   f"server log: {server.log_path}")
     with console.status("starting SGLang on the CPU (about 20 s)"):
@@ -168,6 +172,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         evictions = metrics.total("sglang_lora_pool_evictions_total")
         console.print(f"pool: {evictions:.0f} evictions, {metrics.total('sglang_lora_pool_slot_loads_total'):.0f} "
                       f"slot loads; {sum(counts.succeeded.values())} requests served")
+        console.print(f"advice: {one_line(analyse(recording))} "
+                      f"(lora-telemetry advise {recording} for the table and the curve)")
         if args.keep_serving:
             _serve_until_interrupted(console, server)
     finally:

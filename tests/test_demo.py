@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import time
 
 import psutil
 import pytest
+
+from lora_telemetry.capacity.recording import Batch, Request, read
 
 pytestmark = pytest.mark.server
 
@@ -41,6 +44,11 @@ def test_demo_prints_the_per_adapter_table_and_stops_the_server(bed):
     for name in ("qa", "sql", "__base__"):
         assert any(line.split("│")[1:2] and line.split("│")[1].strip() == name for line in output.splitlines()), name
     assert "evictions" in output
+    advice = re.search(r"advice: (with \d+ slots instead of \d+, gpu hit rate would rise from \d+% to \d+%"
+                       r"|\d+ slots (are enough|already give the most))", output)
+    assert advice, output
+    recorded = list(read(bed.root / "demo-access.log"))
+    assert sum(isinstance(r, Batch) for r in recorded) > 10 and any(isinstance(r, Request) for r in recorded)
     assert seen and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in seen)
 
 

@@ -90,6 +90,15 @@ def _preloaded(loads: list[Load], requests: list[Request]) -> list[str]:
     return list(dict.fromkeys(r.name for r in loads if r.time <= first and r.dp == 0))
 
 
+def _lru(records: list[Record], sizes: list[int]) -> curves.Curve:
+    """All sizes in one pass; the recorded pool's own size replayed by SGLang's rules."""
+    curve = curves.lru_curve(records, sizes)
+    recorded = next((r for r in records if isinstance(r, Pool)), None)
+    if recorded is not None and recorded.policy == "lru":
+        curves.with_exact(curve, curves.exact_curve(records, "lru", [recorded.slots]))
+    return curve
+
+
 def _merge(parts: list[curves.Curve]) -> curves.Curve:
     """Pools of several data-parallel ranks: counts add up, size by size."""
     sizes = sorted(set.intersection(*(set(p.sizes) for p in parts)))
@@ -125,7 +134,7 @@ def analyse(path: Path, policy: str | None = None, partial: bool = False,
     policy = policy or (settings.policy if settings else "lru")
     sizes = curves.slot_sizes(len(split.distinct))
     if policy == "lru":
-        parts = [curves.lru_curve(part, sizes) for part in pools.values()]
+        parts = [_lru(part, sizes) for part in pools.values()]
     else:
         parts = [curves.exact_curve(part, policy, sizes, progress) for part in pools.values()]
     host = curves.host_curve(requests, _preloaded(split.loads, requests)) if requests else None

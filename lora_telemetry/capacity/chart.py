@@ -21,6 +21,7 @@ def _plot(axis: plt.Axes, curve: Curve, title: str, xlabel: str, now: int | None
             axis.axvline(size, color=colour, linestyle="--", linewidth=1)
             axis.annotate(f"{label}: {size}", (size, misses[curve.sizes.index(size)]), textcoords="offset points",
                           xytext=(6, 8), color=colour)
+    axis.set_xlim(curve.sizes[0] - 0.5, curve.sizes[-1] + max(1.0, 0.12 * len(curve.sizes)))
     axis.set_title(title)
     axis.set_xlabel(xlabel)
     axis.set_ylabel("share of requests that missed")

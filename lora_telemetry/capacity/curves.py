@@ -209,3 +209,16 @@ def _fitting(records: Iterable[Record], size: int) -> Iterable[Record]:
                             record.new_requests[start:start + size])
         else:
             yield record
+
+
+def with_exact(curve: Curve, exact: Curve) -> Curve:
+    """``curve`` with the sizes ``exact`` replayed put in their place (the server's own setting,
+    where the one pass's assumptions may not hold: batches that fill every slot)."""
+    for j, size in enumerate(exact.sizes):
+        if size not in curve.sizes:
+            continue
+        i = curve.sizes.index(size)
+        for name in curve.requests:
+            curve.hits[name][i] = exact.hits[name][j] if name in exact.hits else 0
+            curve.loads[name][i] = exact.loads[name][j] if name in exact.loads else 0
+    return curve

@@ -40,17 +40,26 @@ class PoolSimulator:
         self.hits: Counter[str] = Counter()
         self.misses: Counter[str] = Counter()
         self.batches = 0
+        self._last: tuple[str, ...] = ()  # the batch before, while no load or unload came between
 
     def load(self, name: str, pinned: bool) -> None:
+        self._last = ()
         (self.pinned.add if pinned else self.pinned.discard)(name)
 
     def unload(self, name: str) -> None:
+        self._last = ()
         self.resident.discard(name)
         self.order.pop(name, None)
         self.pinned.discard(name)
 
     def batch(self, adapters: tuple[str, ...], new_requests: tuple[int, ...]) -> None:
         self.batches += 1
+        if adapters == self._last:  # a decode step: all resident, and marking again changes no order
+            for name, count in zip(adapters, new_requests, strict=True):
+                if count:
+                    self.hits[name] += count
+            return
+        self._last = adapters
         for name, count in zip(adapters, new_requests, strict=True):
             if count:
                 (self.hits if name in self.resident else self.misses)[name] += count

@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 
+from lora_telemetry.capacity.analysis import analyse
 from lora_telemetry.capacity.recording import Batch, Pool, Request, read
 from lora_telemetry.capacity.simulator import PoolSimulator
 from tests.conftest import lora_paths, metrics_when, post, running_server
@@ -47,10 +48,11 @@ def _run(bed, tmp, flags: list[str], churn) -> tuple[list, object, Counter]:
         sent = _mixed_traffic(server, [*NAMES[:4], None], seed=1)
         churn(server)
         sent += _mixed_traffic(server, [*NAMES, None], seed=2)
-        metrics = metrics_when(server, lambda m: m.total("sglang_lora_requests_total", outcome="finished")
-                               == sum(sent.values()), timeout=10)
-        time.sleep(1)  # the writer appends every 0.2 s
-    return list(read(log)), metrics, sent
+        metrics_when(server, lambda m: m.total("sglang_lora_requests_total", outcome="finished") == sum(sent.values()),
+                     timeout=10)
+        time.sleep(1)  # the scheduler publishes its counts, and the access log is appended, every 0.2 s
+        metrics = metrics_when(server, lambda m: True)
+    return list(read(log)), metrics, sent, log
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,7 @@ def _replayed(records) -> PoolSimulator:
 
 @pytest.mark.parametrize("run", ["lru", "fifo"])
 def test_replay_gives_the_servers_slot_loads_and_evictions_per_adapter(run, request):
-    records, metrics, _ = request.getfixturevalue(run)
+    records, metrics, _, _ = request.getfixturevalue(run)
     replay = _replayed(records)
     assert dict(replay.slot_loads) == metrics.by("sglang_lora_pool_slot_loads_total", "lora_name")
     assert dict(replay.evictions) == metrics.by("sglang_lora_pool_evictions_total", "lora_name")
@@ -90,7 +92,7 @@ def test_replay_gives_the_servers_slot_loads_and_evictions_per_adapter(run, requ
 
 @pytest.mark.parametrize("run", ["lru", "fifo"])
 def test_replay_gives_the_servers_gpu_hits_and_misses_per_adapter(run, request):
-    records, metrics, sent = request.getfixturevalue(run)
+    records, metrics, sent, _ = request.getfixturevalue(run)
     replay = _replayed(records)
     assert dict(replay.hits) == metrics.by("sglang_lora_cache_lookups_total", "lora_name", tier="gpu", result="hit")
     assert dict(replay.misses) == metrics.by("sglang_lora_cache_lookups_total", "lora_name", tier="gpu", result="miss")
@@ -99,12 +101,25 @@ def test_replay_gives_the_servers_gpu_hits_and_misses_per_adapter(run, request):
 
 @pytest.mark.parametrize("run", ["lru", "fifo"])
 def test_the_recording_holds_every_request_and_mixed_batches(run, request):
-    records, _, sent = request.getfixturevalue(run)
+    records, _, sent, _ = request.getfixturevalue(run)
     assert Counter(r.name for r in records if isinstance(r, Request)) == sent
     assert any(len(r.adapters) >= 3 for r in records if isinstance(r, Batch))
 
 
 def test_the_pinned_adapter_is_recorded_pinned_and_never_evicted(lru):
-    records, metrics, _ = lru
+    records, metrics, _, _ = lru
     assert any(getattr(r, "name", None) == "legal" and getattr(r, "pinned", False) for r in records)
     assert metrics.by("sglang_lora_pool_evictions_total", "lora_name").get("legal", 0) == 0
+
+
+@pytest.mark.parametrize("run", ["lru", "fifo"])
+def test_advise_states_the_servers_own_gpu_hit_rate_at_its_own_setting(run, request):
+    records, metrics, _, log = request.getfixturevalue(run)
+    analysis = analyse(log)
+    [pool] = [r for r in records if isinstance(r, Pool)]
+    hits = metrics.by("sglang_lora_cache_lookups_total", "lora_name", tier="gpu", result="hit")
+    misses = metrics.by("sglang_lora_cache_lookups_total", "lora_name", tier="gpu", result="miss")
+    adapters = set(hits) | set(misses) - {"__base__"}
+    served = sum(hits.get(n, 0) for n in adapters if n != "__base__")
+    asked = served + sum(misses.get(n, 0) for n in adapters if n != "__base__")
+    assert analysis.slots.hit_rate(analysis.index(pool.slots)) == pytest.approx(served / asked)
