@@ -22,7 +22,8 @@ def result(bed, tmp_path_factory):
         before = Metrics.fetch(server.url)
         run = subprocess.run([sys.executable, "-m", "lora_telemetry.cli", "bench", "--url", server.url,
                               "--adapters", "4", "--requests", "60", "--rate", "8", "--seed", "3",
-                              "--output-len", "4:12", "--prompt-len", "4:16", "--out", str(tmp / "out")],
+                              "--output-len", "4:12", "--prompt-len", "4:16", "--out", str(tmp / "out"),
+                              "--record", str(tmp / "out" / "schedule.log")],
                              capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
         after = Metrics.fetch(server.url)
@@ -65,3 +66,18 @@ def test_prints_a_summary_and_writes_the_charts(result):
     assert "per-adapter results" in stdout and "send time vs schedule" in stdout
     for chart in ("share_vs_hit_rate.png", "ttft_by_adapter.png", "evictions_over_time.png"):
         assert (out / chart).stat().st_size > 5_000
+
+
+def test_record_writes_the_schedule_as_an_access_log(result):
+    from lora_telemetry.bench.workload import Workload, schedule
+    from lora_telemetry.capacity.recording import Request, read
+
+    out, stdout = result[3], result[4]
+    recorded = list(read(out / "schedule.log"))
+    expected = schedule(Workload(adapters=4, requests=60, rate=8, seed=3, output_len=(4, 12), prompt_len=(4, 16)))
+    assert all(isinstance(r, Request) for r in recorded) and len(recorded) == 60
+    assert [(r.name, r.prompt_tokens, r.output_tokens) for r in recorded] == [
+        (ADAPTERS[e.adapter], e.prompt_tokens, e.output_tokens) for e in expected]
+    offsets = [r.arrival - recorded[0].arrival for r in recorded]
+    assert offsets == pytest.approx([e.send_at for e in expected], abs=2e-3)  # written to the millisecond
+    assert "lora-telemetry advise" in stdout
