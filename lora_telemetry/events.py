@@ -44,7 +44,18 @@ class CacheLookup:
     tier: str  # host | gpu
     hit: bool
     rid: str | None = None
-    host_span: Any = None  # the host's own open OTel span of this request in this process, if it traces
+    host_traced: bool = False  # the host traces this request itself (see HostSpanLookup)
+
+
+@dataclass(slots=True)
+class HostSpanLookup:
+    """A cache lookup of a request the host traces itself, with the host's open OTel span of
+    that request in this process (only then: untraced lookups cost no second event)."""
+
+    span: Any
+    lora_name: str
+    tier: str
+    hit: bool
 
 
 @dataclass(slots=True)

@@ -54,8 +54,10 @@ def _gpu_lookups(scheduler: Any, reqs: list) -> None:
         if getattr(req, _SEEN, False) or req.rid.startswith(HEALTH_CHECK_PREFIX):
             continue
         setattr(req, _SEEN, True)
-        runtime.emit(ev.CacheLookup(lora_name(req.lora_id, refs), "gpu", req.lora_id in slots, req.rid,
-                                    _traced_span(req)))
+        name, hit, span = lora_name(req.lora_id, refs), req.lora_id in slots, _traced_span(req)
+        runtime.emit(ev.CacheLookup(name, "gpu", hit, req.rid, span is not None))
+        if span is not None:
+            runtime.emit(ev.HostSpanLookup(span, name, "gpu", hit))
 
 
 def _traced_span(req: Any) -> Any:

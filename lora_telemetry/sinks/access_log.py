@@ -2,8 +2,9 @@
 
 Schedulers write the pool's records (settings, loads, unloads, batches), the tokenizer side
 writes finished requests; every process appends to the same file. A hook only hands an event
-on; lines wait in memory and a thread appends them every ``FLUSH_S`` with one ``write`` per
-chunk of whole lines, so processes never split each other's lines. The file stops growing at
+on and the sink keeps a small record; a thread turns the records into text and appends them
+every ``FLUSH_S`` with one ``write`` per chunk of whole lines, so processes never split each
+other's lines and no formatting happens on a scheduler's forward path. The file stops growing at
 its limit, which is said once: in the file and in our log. The format is documented in
 :mod:`lora_telemetry.capacity.recording`.
 """
@@ -21,20 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from lora_telemetry import events as ev
-from lora_telemetry.capacity.recording import VERSION_LINE, Batch, Load, Pool, Request, Unload, format_record
+from lora_telemetry.capacity.recording import VERSION_LINE, Batch, Load, Pool, Record, Request, Unload, format_record
 
 logger = logging.getLogger("lora_telemetry")
 
 
 class BoundedAppender:
-    """Appends lines to a file from a thread, up to ``max_bytes`` of file size."""
+    """Appends records to a file as lines, from a thread, up to ``max_bytes`` of file size."""
 
     FLUSH_S = 0.2
 
     def __init__(self, path: Path, max_bytes: int) -> None:
         self.path, self.max_bytes = path, max_bytes
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self.lines: collections.deque[str] = collections.deque()
+        self.records: collections.deque[Record] = collections.deque()
         self.full = False
         if os.fstat(self.fd).st_size == 0:
             os.write(self.fd, (VERSION_LINE + "\n").encode())
@@ -42,8 +43,8 @@ class BoundedAppender:
         threading.Thread(target=self._run, name="lora-telemetry-access-log", daemon=True).start()
         atexit.register(self.flush)
 
-    def add(self, line: str) -> None:
-        self.lines.append(line)
+    def add(self, record: Record) -> None:
+        self.records.append(record)
 
     def _run(self) -> None:
         while True:
@@ -53,8 +54,8 @@ class BoundedAppender:
     def flush(self) -> None:
         with self._lock:
             chunk = []
-            while self.lines:
-                chunk.append(self.lines.popleft() + "\n")
+            while self.records:
+                chunk.append(format_record(self.records.popleft()) + "\n")
             if not chunk or self.full:
                 return
             data = "".join(chunk).encode("utf-8")
@@ -95,22 +96,20 @@ class AccessLogSink:
     def _batch(self, e: ev.PoolBatch) -> None:
         if e.pool != self.pool:
             self.pool = e.pool
-            self.appender.add(format_record(Pool(e.time, self._dp(), e.pool.slots, e.pool.policy,
-                                                 e.pool.slot_bytes)))
-        counts = tuple(self.first_scheduled.pop(name, 0) for name in e.adapters)
-        self.appender.add(format_record(Batch(e.time, self._dp(), e.adapters, counts)))
+            self.appender.add(Pool(e.time, self._dp(), e.pool.slots, e.pool.policy, e.pool.slot_bytes))
+        counts = tuple(self.first_scheduled.pop(name, 0) for name in e.adapters) if self.first_scheduled else \
+            (0,) * len(e.adapters)
+        self.appender.add(Batch(e.time, self._dp(), e.adapters, counts))
 
     def _residency(self, e: ev.Residency) -> None:
         if e.tier != "host":
             return
-        record = Load(time.time(), self._dp(), e.lora_name, e.pinned) if e.resident else \
-            Unload(time.time(), self._dp(), e.lora_name)
-        self.appender.add(format_record(record))
+        self.appender.add(Load(time.time(), self._dp(), e.lora_name, e.pinned) if e.resident else
+                          Unload(time.time(), self._dp(), e.lora_name))
 
     def _request(self, e: ev.RequestFinished) -> None:
         now = time.time()
-        self.appender.add(format_record(Request(now - (e.e2e_s or 0.0), e.lora_name, e.prompt_tokens,
-                                                e.generation_tokens)))
+        self.appender.add(Request(now - (e.e2e_s or 0.0), e.lora_name, e.prompt_tokens, e.generation_tokens))
 
 
 def make_access_log(path: Path, max_bytes: int, dp_rank: Callable[[], Any]) -> AccessLogSink | None:

@@ -66,20 +66,19 @@ def _result(hit: bool | None) -> str | None:
 class HostSpanAnnotator:
     """Adds the adapter and its cache results to the host's own spans of a request.
 
-    Needs no exporter of ours: the host exports its spans. Events without a host span pass.
+    Needs no exporter of ours: the host exports its spans.
     """
 
     def __init__(self) -> None:
-        self.handlers = {ev.RequestSpanClosing: self._closing, ev.CacheLookup: self._lookup}
+        self.handlers = {ev.RequestSpanClosing: self._closing, ev.HostSpanLookup: self._lookup}
 
     def _closing(self, e: ev.RequestSpanClosing) -> None:
         e.attributes["lora.name"] = e.lora_name
         if e.host_hit is not None:
             e.attributes["lora.cache.host"] = _result(e.host_hit)
 
-    def _lookup(self, e: ev.CacheLookup) -> None:
-        if e.host_span is not None:
-            e.host_span.set_attributes({"lora.name": e.lora_name, f"lora.cache.{e.tier}": _result(e.hit)})
+    def _lookup(self, e: ev.HostSpanLookup) -> None:
+        e.span.set_attributes({"lora.name": e.lora_name, f"lora.cache.{e.tier}": _result(e.hit)})
 
 
 class TraceSink:
@@ -132,7 +131,7 @@ class TraceSink:
             context=request_context(e.rid))
 
     def _gpu_lookup(self, e: ev.CacheLookup) -> None:
-        if e.tier != "gpu" or e.rid is None or e.host_span is not None:
+        if e.tier != "gpu" or e.rid is None or e.host_traced:
             return
         self._span("lora.request.schedule", 0.0, {"lora.name": e.lora_name, "lora.cache.gpu": _result(e.hit),
                                                   "sglang.rid": e.rid},

@@ -39,7 +39,7 @@ def test_events_become_records_with_first_scheduled_requests_on_their_batch(tmp_
 def _write_many(path: str, tag: str) -> None:
     appender = BoundedAppender(path, 1 << 30)
     for i in range(20_000):
-        appender.add(f"R {i}.000 {tag}-{'x' * (i % 50)} 1 2")
+        appender.add(Request(float(i), f"{tag}-{'x' * (i % 50)}", 1, 2))
     appender.flush()
 
 
@@ -60,7 +60,7 @@ def test_the_size_limit_stops_the_file_and_says_so_once(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="lora_telemetry"):
         for round_ in range(5):
             for i in range(50):
-                appender.add(f"R {round_}.{i:03d} qa 1 2")
+                appender.add(Request(round_ + i / 1000, "qa", 1, 2))
             appender.flush()
     text = path.read_text()
     assert len(text.encode()) <= 2_000 + 100
