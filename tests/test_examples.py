@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ def test_readme_shows_the_example_as_it_is():
 def test_mixed_call_prints_which_adapter_served_which_output(bed):
     run = subprocess.run([sys.executable, str(EXAMPLE), str(bed.root)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    lines = [line.strip() for line in run.stdout.splitlines() if ": '" in line]
-    assert [line.split(":")[0] for line in lines] == ["qa", "sql", "base model"]
-    assert len({line.split(":", 1)[1] for line in lines}) == 3  # each served by a different model
+    # one line per prompt: "<adapter>: <repr of the text>"; repr quotes with " when the text holds a '
+    lines = [m.groups() for m in re.finditer(r"^\s*(qa|sql|base model): (['\"].*)$", run.stdout, re.MULTILINE)]
+    assert [name for name, _ in lines] == ["qa", "sql", "base model"], run.stdout
+    assert len({text for _, text in lines}) == 3  # each served by a different model
