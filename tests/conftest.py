@@ -88,14 +88,28 @@ def generate(server: TestBedServer, adapter: str | None, text: str = "the adapte
     return body
 
 
+def _counts(metrics: Metrics) -> list[tuple]:
+    return [(s.name, sorted(s.labels.items()), s.value) for s in metrics.samples
+            if s.name.startswith("sglang_lora_") and s.name.endswith(("_total", "_count"))]
+
+
 def metrics_when(server: TestBedServer, check: Any, timeout: float = 5.0) -> Metrics:
-    """Scrape until ``check(metrics)`` holds (scheduler snapshots land within a second)."""
+    """Scrape until ``check(metrics)`` holds and our counts have settled.
+
+    Scheduler processes publish every 0.2 s, so the scrape in which one count reached its value
+    can still miss another count of the same moment: a scrape counts once two of them, a
+    publishing interval apart, agree.
+    """
     deadline = time.monotonic() + timeout
     while True:
         metrics = Metrics.fetch(server.url)
         try:
             if check(metrics):
-                return metrics
+                time.sleep(0.3)
+                again = Metrics.fetch(server.url)
+                if (_counts(again) == _counts(metrics) and check(again)) or time.monotonic() > deadline:
+                    return again
+                continue
         except (KeyError, AssertionError):
             pass
         if time.monotonic() > deadline:
