@@ -1,4 +1,9 @@
-"""``lora-telemetry``: the demo, the CPU test bed, and a health check of the installation."""
+"""``lora-telemetry``: the demo, the CPU test bed, benchmarks, advice, and checks of the installation.
+
+The plugin itself needs only its core requirements; the commands that draw tables, make test beds or
+charts need an extra (``[testbed]``, ``[bench]``, ``[top]``), and say which one in one line when it is missing.
+``doctor`` and ``dashboards`` work on the core install.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,23 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from rich.console import Console
+# Modules that only the extras bring, and the extra each command needs.
+_EXTRA_MODULES = {"rich", "httpx", "matplotlib", "peft"}
 
-# Tables stay readable when the output is a pipe or a CI log, not only in a wide terminal.
-console = Console(width=None if sys.stdout.isatty() else 200)
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # Tables stay readable when the output is a pipe or a CI log, not only in a wide terminal.
+    return Console(width=None if sys.stdout.isatty() else 200)
 
 
 def _testbed_make(args: argparse.Namespace) -> int:
     from lora_telemetry.testbed import make
 
+    console = _console()
     with console.status("making the test bed") as status:
         bed = make(Path(args.dir), adapters=args.adapters, seed=args.seed,
                    progress=lambda msg: status.update(f"making {msg}"))
@@ -28,19 +40,20 @@ def _testbed_serve(args: argparse.Namespace, extra: list[str]) -> int:
 
     env = cpu_compat.prepare_environment(dict(os.environ))
     command = [sys.executable, "-m", "sglang.launch_server", *server_flags(args.dir, extra)]
-    console.print("[dim]" + " ".join(command) + "[/dim]")
+    print(" ".join(command), flush=True)
     os.execvpe(command[0], command, env)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from lora_telemetry.demo import run
 
-    return run(args, console)
+    return run(args, _console())
 
 
 def _bench(args: argparse.Namespace) -> int:
     from lora_telemetry.bench import command, report
 
+    console = _console()
     if args.scrape_stall:
         report.scrape_stall(console, args.scrape_stall, args.rounds, args.duration)
         return 0
@@ -59,13 +72,39 @@ def _bench(args: argparse.Namespace) -> int:
         return command.stub_accuracy(args, console)
     if args.compare_overhead:
         return command.compare_overhead(args, console)
+    if args.plan_effect:
+        from lora_telemetry.bench import plan_effect
+
+        return plan_effect.run(args, console)
     return command.run_traffic(args, console)
+
+
+def _advise(args: argparse.Namespace) -> int:
+    from lora_telemetry.capacity import command
+
+    return command.run(args, _console())
+
+
+def _top(args: argparse.Namespace) -> int:
+    from lora_telemetry.top import run
+
+    if args.interval <= 0 or args.limit <= 0:
+        raise ValueError("--interval and --limit must be positive")
+    return run(args.url, args.interval, args.limit, args.once, _console())
 
 
 def _doctor(args: argparse.Namespace) -> int:
     from lora_telemetry.doctor import run
 
-    return run(console)
+    return run(as_json=args.json)
+
+
+def _dashboards(args: argparse.Namespace) -> int:
+    from lora_telemetry.dashboards import write
+
+    for path in write(args.dir):
+        print(path)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=int, default=6, help="concurrent clients (default 6)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the traffic mix")
     demo.add_argument("--keep-serving", action="store_true", help="leave the server up and print its /metrics URL")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=_demo, extra="testbed")
 
     bench = sub.add_parser(
         "bench", help="mixed-adapter traffic generator, overhead comparison, and the cost of telemetry",
@@ -117,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument("--compare-overhead", action="store_true",
                        help="run the workload on the test-bed server with the plugin off and on, alternating")
     modes.add_argument("--rounds", type=int, default=3, help="paired rounds for --compare-overhead")
+    modes.add_argument("--plan-effect", action="store_true",
+                       help="serve the workload on the test-bed server with SGLang's LRU, make a plan from its access "
+                       "log (advise --plan, for --slots), serve it again with the plan; print predicted and measured "
+                       "gpu hit rates and the hot adapters' TTFT p95 side by side, and chart them in --out")
     modes.add_argument("--stub", action="store_true", help="the generator's send-time accuracy against an instant stub")
     modes.add_argument("--stub-rate", type=float, default=50.0, help="requests per second for --stub")
     modes.add_argument("--advise-scale", type=int, metavar="N",
@@ -131,14 +174,61 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument("--scrape-stall", type=int, metavar="N",
                        help="with N adapters' series on the test-bed server, TTFT p99 with and without a scrape "
                        "every second, in --rounds pairs of --duration seconds, against round-to-round noise")
-    bench.set_defaults(run=_bench)
+    bench.set_defaults(run=_bench, extra="bench")
 
-    from lora_telemetry.capacity import command as advise
+    advise = sub.add_parser(
+        "advise", help="how many adapter slots the recorded traffic needs",
+        description="Replay an access log (LORA_TELEMETRY_ACCESS_LOG, or lora-telemetry bench --record) "
+                    "through SGLang's adapter pool at every slot count from 2 to one per adapter, and the "
+                    "host tier at every --max-loaded-loras; print gpu and host hit rates and slot loads per "
+                    "1,000 batches, per adapter and overall, recommend the smallest settings reaching "
+                    "--target, and draw the miss-ratio curves as a PNG. LRU takes one pass for all sizes; "
+                    "FIFO is replayed once per size.")
+    advise.add_argument("file", type=Path, help="the access log")
+    advise.add_argument("--target", type=float, default=0.95, help="gpu and host hit rate to reach (default 0.95)")
+    advise.add_argument("--policy", choices=("lru", "fifo"),
+                        help="eviction policy to replay (default: the recorded pool's, else lru)")
+    advise.add_argument("--partial", action="store_true",
+                        help="analyse what was read before a corrupt or cut-off line instead of failing")
+    advise.add_argument("--chart", type=Path, help="PNG for the miss-ratio curves (default: FILE with .png)")
+    advise.add_argument("--json", type=Path, help="also write every figure as JSON")
+    advise.add_argument("--top", type=int, default=15, help="adapters in the per-adapter table (default 15)")
+    advise.add_argument("--plan", type=Path, metavar="OUT",
+                        help="instead, write a pin plan to OUT: which adapters to pin, to preload, and which "
+                             "priorities to set, chosen by replaying the recording, with the gpu and host hit "
+                             "rates it predicts beside the recording's own")
+    advise.add_argument("--slots", type=int, help="with --plan: the slot budget (default: the recorded pool's)")
+    advise.add_argument("--preload", type=int, metavar="N",
+                        help="with --plan: preload the N most requested adapters (default: all recorded)")
+    advise.set_defaults(run=_advise, extra="bench")
 
-    advise.add_parser(sub, console)
+    top = sub.add_parser(
+        "top", help="a live view of a server's hottest adapters, from its /metrics",
+        description="Scrapes URL/metrics every --interval seconds and shows the hottest adapters: requests per "
+        "second, requests served, gpu and host hit rates, TTFT p95 and the phase that takes the largest share "
+        "of it, and thrash reloads, over the last interval; above them the pool's slots, evictions per second "
+        "and the share of slot loads that were thrash. Ctrl-C leaves. --once prints one interval and exits "
+        "(for scripts).")
+    top.add_argument("url", help="the SGLang server, e.g. http://127.0.0.1:30000 (run with --enable-metrics)")
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between scrapes (default 2)")
+    top.add_argument("--limit", type=int, default=15, help="adapters shown (default 15)")
+    top.add_argument("--once", action="store_true", help="print one interval's table and exit")
+    top.set_defaults(run=_top, extra="top")
 
-    doctor = sub.add_parser("doctor", help="SGLang version, each hook target found or missing, metrics settings")
+    doctor = sub.add_parser(
+        "doctor", help="SGLang's version and whether it is supported, each hook, the series lost to a missing one",
+        description="Checks the installation: the SGLang version against the supported range, the plugin's "
+        "entry point, the configuration, and for each hook whether its target exists in the installed "
+        "SGLang and which series are lost if not. Exits 1 when something is missing or unsupported.")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON (for scripts)")
     doctor.set_defaults(run=_doctor)
+
+    dashboards = sub.add_parser(
+        "dashboards", help="write the Grafana dashboard and the Prometheus rules into DIR",
+        description="Writes the Grafana dashboard (JSON and a provisioning file), the Prometheus recording and "
+        "alerting rules with their promtool tests, and an example scrape configuration into DIR.")
+    dashboards.add_argument("dir", type=Path)
+    dashboards.set_defaults(run=_dashboards)
 
     testbed = sub.add_parser("testbed", help="the tiny local model and adapters, and SGLang on the CPU")
     tb = testbed.add_subparsers(dest="testbed_command", required=True)
@@ -146,30 +236,34 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("dir", type=Path)
     make.add_argument("--adapters", type=int, default=8, help="number of adapters (default 8)")
     make.add_argument("--seed", type=int, default=0)
-    make.set_defaults(run=_testbed_make)
+    make.set_defaults(run=_testbed_make, extra="testbed")
     serve = tb.add_parser("serve", help="start stock sglang.launch_server on DIR's model; other flags go to SGLang",
                           description="Starts python -m sglang.launch_server with the test bed's model, CPU "
                           "defaults and --enable-lora --enable-metrics. Any further flags are passed to SGLang "
                           "and win over the defaults, e.g. --max-loras-per-batch 4 --lora-paths qa=DIR/adapters/qa.")
     serve.add_argument("dir", type=Path)
-    serve.set_defaults(run=_testbed_serve, passthrough=True)
+    serve.set_defaults(run=_testbed_serve, passthrough=True, extra="testbed")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if getattr(args, "passthrough", False):
-        return args.run(args, extra)
-    if extra:
+    if extra and not getattr(args, "passthrough", False):
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
     try:
-        return args.run(args)
+        return args.run(args, extra) if getattr(args, "passthrough", False) else args.run(args)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]")
+        print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] not in _EXTRA_MODULES or not getattr(args, "extra", None):
+            raise
+        print(f"lora-telemetry {args.command} needs the [{args.extra}] extra ({error.name} is missing): "
+              f"pip install 'lora-telemetry[{args.extra}]'", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as error:  # bad input: say what, not where
-        Console(stderr=True).print(f"[red]error:[/red] {error}")
+        print(f"error: {error}", file=sys.stderr)
         return 2
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from lora_telemetry import plan as plan_module
+from lora_telemetry.priorities import PriorityError
 
 PREFIX = "LORA_TELEMETRY_"
 _TRUE = {"1", "true", "on", "yes"}
@@ -34,6 +37,10 @@ class Config:
     adapter_dir: Path | None = None
     access_log: Path | None = None
     access_log_max_bytes: int = 256 * 2**20
+    thrash_window_s: float = 10.0
+    plan: plan_module.Plan | None = None
+    # adapter name -> eviction priority (the plan's, then LORA_TELEMETRY_PRIORITIES); empty: SGLang's policy
+    priorities: dict[str, int] = field(default_factory=dict)
     # Test-only switches: hooks that raise on purpose, hook targets treated as missing.
     fault_hooks: frozenset[str] = frozenset()
     hidden_targets: frozenset[str] = frozenset()
@@ -68,6 +75,19 @@ def _int(name: str, default: int | None, low: int, high: int) -> int | None:
     return number
 
 
+def _seconds(name: str, default: float, high: float) -> float:
+    value = _raw(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name}={value!r}: expected a number of seconds") from None
+    if not 0 < number <= high:
+        raise ConfigError(f"{PREFIX}{name}={number}: expected more than 0 and at most {high:g} seconds")
+    return number
+
+
 def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     value = _raw(name)
     if value is None:
@@ -89,8 +109,31 @@ def _directory(name: str) -> Path | None:
     return path
 
 
+def _plan(name: str) -> plan_module.Plan | None:
+    path = _path(name)
+    if path is None:
+        return None
+    try:
+        return plan_module.read(path)
+    except plan_module.PlanError as error:
+        raise ConfigError(f"{PREFIX}{name}: {error}") from None
+
+
+def _priorities(name: str, plan: plan_module.Plan | None) -> dict[str, int]:
+    path = _path(name)
+    try:
+        own = plan_module.read_priorities(path) if path is not None else {}
+    except PriorityError as error:
+        raise ConfigError(f"{PREFIX}{name}: {error}") from None
+    return {**(plan.priorities if plan else {}), **own}
+
+
 def read() -> Config:
     """Parse the environment now; raises :class:`ConfigError` on the first bad value."""
+    plan = _plan("PLAN")
+    adapter_dir = _directory("ADAPTER_DIR")
+    if plan is not None and plan.preload and adapter_dir is None:
+        raise ConfigError(f"{PREFIX}PLAN preloads adapters from the adapter directory: set {PREFIX}ADAPTER_DIR too")
     return Config(
         enabled=_bool("ENABLED", True),
         max_adapter_labels=_int("MAX_ADAPTER_LABELS", 1000, 1, 10_000_000) or 1000,
@@ -99,9 +142,12 @@ def read() -> Config:
         log_level=_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         traces=_bool("TRACES", False),
         metrics_port=_int("METRICS_PORT", None, 1, 65535),
-        adapter_dir=_directory("ADAPTER_DIR"),
+        adapter_dir=adapter_dir,
         access_log=_path("ACCESS_LOG"),
         access_log_max_bytes=(_int("ACCESS_LOG_MAX_MB", 256, 1, 1_000_000) or 256) * 2**20,
+        thrash_window_s=_seconds("THRASH_WINDOW_S", 10.0, 86400.0),
+        plan=plan,
+        priorities=_priorities("PRIORITIES", plan),
         fault_hooks=_names("FAULT_HOOKS"),
         hidden_targets=_names("HIDE_TARGETS"),
     )

@@ -121,7 +121,7 @@ def summary_table(counts: ClientCounts, metrics: Metrics, names: list[str]) -> T
     return table
 
 
-DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
+DASHBOARDS = Path(__file__).resolve().parent / "dashboards"
 
 
 def serving_instructions(server: TestBedServer) -> str:

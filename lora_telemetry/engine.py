@@ -9,37 +9,107 @@ SGLang then serves the request. Names are checked before anything is sent to SGL
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from lora_telemetry import plan as plan_module
 from lora_telemetry.adapters import AdapterDirectory, AdapterNameError, SingleFlight, check_name
+from lora_telemetry.plan import Plan
+from lora_telemetry.preload import preload
+from lora_telemetry.priorities import check_priorities
+
+PRIORITIES_ENV = "LORA_TELEMETRY_PRIORITIES"
+SGLANG_DEFAULT_SLOTS = 8  # --max-loras-per-batch when not given
 
 SamplingParams = dict[str, Any]
 # generate() keyword arguments that SGLang takes per prompt when given as a list.
 _PER_PROMPT = ("input_ids", "rid", "return_logprob", "logprob_start_len", "top_logprobs_num", "custom_logit_processor")
 
 
+@contextlib.contextmanager
+def _priorities_for_children(priorities: dict[str, int]) -> Iterator[None]:
+    """SGLang's scheduler runs in processes of its own, started in here: they read the priorities
+    from ``LORA_TELEMETRY_PRIORITIES`` (a file), as servers do."""
+    if not priorities:
+        yield
+        return
+    saved = os.environ.get(PRIORITIES_ENV)
+    with tempfile.TemporaryDirectory(prefix="lora_telemetry-") as folder:
+        path = Path(folder) / "priorities.json"
+        path.write_text(json.dumps(priorities))
+        os.environ[PRIORITIES_ENV] = str(path)
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop(PRIORITIES_ENV, None)
+            else:
+                os.environ[PRIORITIES_ENV] = saved
+
+
 class AdapterLoadError(RuntimeError):
-    """The adapter could not be loaded; the requests that asked for it fail with this error."""
+    """The adapter could not be loaded (or unloaded); the requests that asked for it fail with this error."""
+
+
+class WrongEventLoopError(RuntimeError):
+    """An async method was awaited on an event loop other than the engine's."""
 
 
 class LoRAEngine:
-    """Wraps ``sglang.Engine(*args, **kwargs)``; adds ``adapters={name: folder}`` and ``adapter_dir``."""
+    """Wraps ``sglang.Engine(*args, **kwargs)``; adds ``adapters={name: folder}``, ``adapter_dir``,
+    ``priorities={name: int}`` (the pool evicts the lowest first; :mod:`lora_telemetry.priorities`)
+    and ``plan`` (a file or :class:`~lora_telemetry.plan.Plan`: its adapters are loaded, pinned
+    as it says, before the constructor returns; its priorities are set).
+
+    A plan that pins every slot, or priorities that are not integers, raise before SGLang starts.
+    """
 
     def __init__(self, *args: Any, adapters: dict[str, str | Path] | None = None,
-                 adapter_dir: str | Path | None = None, **kwargs: Any) -> None:
+                 adapter_dir: str | Path | None = None, priorities: dict[str, int] | None = None,
+                 plan: str | Path | Plan | None = None, **kwargs: Any) -> None:
         self._registered = {check_name(name, adapters or {}): str(path) for name, path in (adapters or {}).items()}
         self._directory = AdapterDirectory(adapter_dir) if adapter_dir is not None else None
         self._loads = SingleFlight()
+        self.plan = plan_module.read(Path(plan)) if isinstance(plan, (str, Path)) else plan
+        if self.plan is not None:
+            self.plan.check_fits(kwargs.get("max_loras_per_batch") or SGLANG_DEFAULT_SLOTS)
+        self.priorities = check_priorities({**(self.plan.priorities if self.plan else {}), **(priorities or {})})
         import sglang
 
-        self.engine = sglang.Engine(*args, **kwargs)
+        with _priorities_for_children(self.priorities):
+            self.engine = sglang.Engine(*args, **kwargs)
+        if self.plan is not None:
+            self.preloaded = preload(self.plan, self._folder, self._loaded_names(), self._load_for_plan)
+
+    def _load_for_plan(self, name: str, folder: str, pinned: bool) -> str | None:
+        async def load() -> Any:
+            from lora_telemetry.hooks.tokenizer import load_trigger
+
+            token = load_trigger.set("preload")
+            try:
+                return await self.engine.async_load_lora_adapter(name, folder, pinned)
+            finally:
+                load_trigger.reset(token)
+
+        result = self._run(load())
+        return None if result.success else str(result.error_message)
 
     # -- adapters ----------------------------------------------------------------------
     def known_adapters(self) -> list[str]:
-        return sorted(set(self._registered) | set(self._directory.names() if self._directory else ()))
+        """Registered, in the adapter directory, or loaded in SGLang (e.g. from tensors)."""
+        directory = self._directory.names() if self._directory else ()
+        return sorted(set(self._registered) | set(directory) | set(self._loaded_names()))
+
+    def _loaded_names(self) -> Any:
+        registry = self.engine.tokenizer_manager.lora_registry
+        adapters = getattr(registry, "_registry", None)  # get_all_adapters() copies them all, per request
+        return adapters if adapters is not None else registry.get_all_adapters()
 
     def _folder(self, name: str) -> str | None:
         if name in self._registered:
@@ -52,14 +122,64 @@ class LoRAEngine:
         if name is None:
             return None
         check_name(name, self.known_adapters())
-        if self._folder(name) is None:
+        if self._folder(name) is None and not self._is_loaded(name):
             raise AdapterNameError(name, "unknown adapter", self.known_adapters())
         return name
 
     def _is_loaded(self, name: str) -> bool:
-        registry = self.engine.tokenizer_manager.lora_registry
-        adapters = getattr(registry, "_registry", None)  # get_all_adapters() copies them all, per request
-        return name in (adapters if adapters is not None else registry.get_all_adapters())
+        return name in self._loaded_names()
+
+    # -- adapters at run time: an RL trainer loads each new version and unloads the old one --
+    def load_adapter(self, name: str, path: str | Path, pinned: bool = False) -> None:
+        """Load an adapter from a folder now (SGLang's own load); requests then name it by ``lora_name``."""
+        self._run(self.async_load_adapter(name, path, pinned))
+
+    async def async_load_adapter(self, name: str, path: str | Path, pinned: bool = False) -> None:
+        self._check_loop()
+        check_name(name, self.known_adapters())
+        result = await self.engine.async_load_lora_adapter(name, str(path), pinned)
+        if not result.success:
+            raise AdapterLoadError(f"adapter {name!r} could not be loaded from {str(path)!r}: {result.error_message}")
+
+    def load_adapter_from_tensors(self, name: str, tensors: dict[str, Any], config_dict: dict[str, Any],
+                                  load_format: str | None = None) -> None:
+        """Load an adapter from weights in memory (peft state-dict names, its ``adapter_config``
+        as a dict), as RL trainers push each new version; requests then name it by ``lora_name``."""
+        self._check_loop()
+        check_name(name, self.known_adapters())
+        result = self.engine.load_lora_adapter_from_tensors(name, tensors, config_dict, load_format)
+        if not result.success:
+            raise AdapterLoadError(f"adapter {name!r} could not be loaded from tensors: {result.error_message}")
+
+    def unload_adapter(self, name: str) -> None:
+        """Unload an adapter; SGLang waits until the requests that use it are done."""
+        self._run(self.async_unload_adapter(name))
+
+    async def async_unload_adapter(self, name: str) -> None:
+        self._check_loop()
+        check_name(name, self.known_adapters())
+        if not self._is_loaded(name):
+            raise AdapterNameError(name, "not loaded", sorted(self._loaded_names()))
+        result = await self.engine.async_unload_lora_adapter(name)
+        if not result.success:
+            raise AdapterLoadError(f"adapter {name!r} could not be unloaded: {result.error_message}")
+
+    def _check_loop(self) -> None:
+        """SGLang's engine answers on the event loop it was created with; awaited on another, a
+        call would wait forever."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # a blocking call: it runs on the engine's loop
+        if running is not self.engine.loop:
+            raise WrongEventLoopError(
+                "LoRAEngine's async methods must be awaited on the event loop SGLang's engine was created with "
+                "(engine.loop, the loop of the thread that built it), not on another one such as a new "
+                "asyncio.run(): there SGLang's answers never arrive. Use engine.loop.run_until_complete(...) "
+                "or the blocking methods.")
+
+    def _run(self, work: Any) -> Any:
+        return self.engine.loop.run_until_complete(work)
 
     async def _ensure_loaded(self, name: str) -> None:
         if self._is_loaded(name):
@@ -75,7 +195,7 @@ class LoRAEngine:
                 result = await self.engine.async_load_lora_adapter(name, self._folder(name))
             finally:
                 load_trigger.reset(token)
-            if not result.success:
+            if not result.success and not self._is_loaded(name):  # loaded meanwhile by SGLang's own reload: fine
                 raise AdapterLoadError(f"adapter {name!r} could not be loaded: {result.error_message}")
 
         await self._loads.run(name, load)
@@ -121,6 +241,7 @@ class LoRAEngine:
         could not be loaded gets its :class:`AdapterLoadError` in its place while the others
         are served. A single prompt whose adapter fails raises it.
         """
+        self._check_loop()
         single, calls = self._split(prompt, sampling_params, kwargs)
         if stream:
             if not single:

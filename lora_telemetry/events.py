@@ -12,6 +12,8 @@ from typing import Any
 BASE = "__base__"  # requests on the base model
 UNKNOWN = "__unknown__"  # names that were never loaded (rejected requests)
 OTHER = "__other__"  # names past the label cap
+# The phases of a request's time to first token, in the order they happen (docs/SPEC.md)
+PHASES = ("http", "host_load", "dispatch", "queue", "admission", "slot_load", "prefill", "output")
 
 
 @dataclass(slots=True)
@@ -30,6 +32,60 @@ class RequestFinished:
     rid: str | None = None
     host_hit: bool | None = None  # None: the base model, which has no host-tier lookup
     host_traced: bool = False  # the host traces this request itself, and its span carries our attributes
+    # perf_counter times in the tokenizer process, 0.0 where unknown, for its phases (:func:`tokenizer_phases`)
+    resolved: float = 0.0
+    created: float = 0.0
+    first_chunk: float = 0.0
+    queued: float = 0.0
+    prefilled: float = 0.0
+    received: float = 0.0  # the HTTP server handed it to SGLang's app; 0.0 if it did not come over HTTP
+
+    def phases(self) -> dict[str, float]:
+        return tokenizer_phases(self.resolved, self.created, self.first_chunk, self.queued, self.prefilled,
+                                self.received)
+
+
+def tokenizer_phases(resolved: float, created: float, first_chunk: float, queued: float,
+                     prefilled: float, received: float = 0.0) -> dict[str, float]:
+    """http, host_load, dispatch and output of a request (see docs/SPEC.md), from its receipt by the
+    HTTP server (``received``), its arrival in SGLang (``created``), its adapter in host memory
+    (``resolved``), its entry into the scheduler's queue (``queued``), its first token sampled
+    (``prefilled``) and its first chunk handed on (``first_chunk``); the scheduler's times already in
+    this process's clock. A phase whose ends are not both known is left out."""
+    phases = {}
+    if received and created:
+        phases["http"] = max(0.0, created - received)
+    if created and resolved:
+        phases["host_load"] = max(0.0, resolved - created)
+    if queued and resolved:
+        phases["dispatch"] = max(0.0, queued - resolved)
+    if first_chunk and prefilled:
+        phases["output"] = max(0.0, first_chunk - prefilled)
+    return phases
+
+
+@dataclass(slots=True)
+class RequestPhases:
+    """A request's prefill is done: where its time went in the scheduler (see :meth:`phases`).
+
+    Timestamps are ``time.perf_counter()`` values of the scheduler process. ``span``: the host's
+    open span of the request when the host traces it itself, else None."""
+
+    lora_name: str
+    rid: str
+    gpu_hit: bool | None  # None: no gpu lookup was made for it here
+    queued: float  # entry into the scheduler's waiting queue
+    refused: float  # first refusal at admission; 0.0 if never refused
+    scheduled: float
+    prefilled: float  # its first token sampled
+    slot_load_s: float  # the slot load its batch made for it; 0.0 on a gpu hit
+    span: Any = None
+
+    def phases(self) -> dict[str, float]:
+        """Queued -> [queue] -> first refused -> [admission] -> scheduled -> [slot_load, prefill] -> done."""
+        admission = max(0.0, self.scheduled - self.refused) if self.refused else 0.0
+        return {"queue": max(0.0, self.scheduled - self.queued - admission), "admission": admission,
+                "slot_load": self.slot_load_s, "prefill": max(0.0, self.prefilled - self.scheduled - self.slot_load_s)}
 
 
 @dataclass(slots=True)
@@ -66,12 +122,23 @@ class RequestSpanClosing:
     lora_name: str
     host_hit: bool | None
     attributes: dict[str, Any]
+    phases: dict[str, float] = field(default_factory=dict)  # host_load, dispatch, output where known
 
 
 @dataclass(slots=True)
 class SlotLoaded:
     lora_name: str
     slot: int
+    seconds: float | None  # None: an overlapped copy, timed when done (SlotCopied)
+    since_eviction_s: float | None = None  # the adapter was evicted this long ago (a reuse)
+    thrash: bool = False  # ... within the thrash window
+
+
+@dataclass(slots=True)
+class SlotCopied:
+    """An overlapped (non-blocking) copy into a slot is done, ``seconds`` after its launch."""
+
+    lora_name: str
     seconds: float
 
 
@@ -79,6 +146,7 @@ class SlotLoaded:
 class SlotEvicted:
     lora_name: str
     slot: int
+    incoming: str | None = None  # the adapter that took the slot
 
 
 @dataclass(slots=True)
@@ -87,6 +155,7 @@ class PoolState:
     free: int
     pinned: int
     capacity_bytes: int
+    memory_only: bool = False  # from a rank that reports memory only (see Residency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +163,9 @@ class PoolSettings:
     """What a pool is: its slots, its eviction policy, bytes per slot."""
 
     slots: int
-    policy: str  # lru | fifo
+    policy: str  # lru | fifo | priority
     slot_bytes: int
+    priorities: tuple[tuple[str, int], ...] = ()  # with policy priority: (adapter, priority), by name
 
 
 @dataclass(slots=True)
@@ -116,7 +186,19 @@ class BatchComposition:
 
 @dataclass(slots=True)
 class AdmissionDeferred:
+    """A waiting request was first passed over: its adapter could not get a slot (``slot``), or
+    SGLang's LoRA drainer held it back by policy (``drain``). Once per request."""
+
     lora_name: str
+    reason: str  # slot | drain
+
+
+@dataclass(slots=True)
+class AdmissionWaited:
+    """A request that had been passed over was scheduled, ``seconds`` after its first refusal."""
+
+    lora_name: str
+    seconds: float
 
 
 @dataclass(slots=True)
@@ -140,13 +222,18 @@ class AdapterUnloaded:
 
 @dataclass(slots=True)
 class Residency:
-    """An adapter entered (``resident``) or left a tier; ``bytes`` it takes there."""
+    """An adapter entered (``resident``) or left a tier; ``bytes`` it takes there.
+
+    ``memory_only``: seen by a rank that holds its own copy but does not count (a TP or PP
+    rank other than the replica's reporting one); only its bytes are rendered, and they add
+    up with the other ranks' bytes to what the replica holds."""
 
     lora_name: str
     tier: str  # host | gpu
     resident: bool
     bytes: int
     pinned: bool
+    memory_only: bool = False
 
 
 @dataclass(slots=True)
@@ -161,6 +248,14 @@ class RoutingState:
 class HookFailed:
     hook: str
     error: str
+
+
+@dataclass(slots=True)
+class ServingRole:
+    """The server's part in prefill/decode disaggregation: null (none), prefill or decode. Both
+    servers of a pair see each request; dashboards count it on the decode side."""
+
+    role: str
 
 
 @dataclass(slots=True)

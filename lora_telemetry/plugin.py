@@ -53,12 +53,22 @@ def activate() -> None:
             return
         active = hooks.install()
         if telemetry.is_main:
+            _warn_if_untested()
             if cfg.metrics_port is not None:
                 _start_exporter(cfg.metrics_port)
             telemetry.emit(ev.TelemetryStarted(__version__, _sglang_version(), active))
         _report_process()
     except Exception:
         logger.exception("lora_telemetry could not start; SGLang runs without it")
+
+
+def _warn_if_untested() -> None:
+    from lora_telemetry import compat
+
+    found = compat.sglang_version()
+    if found is not None and not compat.supported(found):
+        logger.warning("lora_telemetry: sglang %s is outside the tested range %s; hooks whose targets exist "
+                       "attach, `lora-telemetry doctor` lists the others", found, compat.SUPPORTED)
 
 
 def _start_exporter(port: int) -> None:
@@ -72,9 +82,6 @@ def _start_exporter(port: int) -> None:
 
 
 def _sglang_version() -> str:
-    try:
-        from importlib.metadata import version
+    from lora_telemetry import compat
 
-        return version("sglang")
-    except Exception:
-        return "unknown"
+    return compat.sglang_version() or "unknown"

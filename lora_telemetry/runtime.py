@@ -13,6 +13,8 @@ import os
 import shutil
 import tempfile
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,9 +94,12 @@ class Telemetry:
             if access_log is not None:
                 self.sinks.append(access_log)
         self._routes: dict[type, tuple[Callable[[Any], None], ...]] = {}
+        self._later_routes: dict[type, tuple[Callable[[Any], None], ...]] = {}
         for sink in self.sinks:
-            for kind, handler in sink.handlers.items():
-                self._routes[kind] = (*self._routes.get(kind, ()), handler)
+            for routes, handlers in ((self._routes, sink.handlers),
+                                     (self._later_routes, getattr(sink, "deferred_handlers", {}))):
+                for kind, handler in handlers.items():
+                    routes[kind] = (*routes.get(kind, ()), handler)
         self.is_main = not _spawned_by_run(os.environ.get(STATE_DIR_ENV))
         if self.is_main:
             base = _state_base()
@@ -107,35 +112,93 @@ class Telemetry:
         self.renderer = Renderer(self.store, self.state_dir) if self.is_main else None
         self._publisher: Publisher | None = None
         self._publisher_lock = threading.Lock()
+        self._deferred: deque[Any] = deque()
+        self._render_lock = threading.Lock()
+        self._runner: threading.Thread | None = None
         self.sink_errors = 0
 
     def emit(self, event: Any) -> None:
         if self._publisher is None and not self.is_main:
-            self._start_publisher()
+            self.start_publisher()
         for handler in self._routes.get(type(event), ()):
             try:
                 handler(event)
             except Exception:
-                self.sink_errors += 1
-                if self.sink_errors == 1:
-                    logger.exception("lora_telemetry: a sink failed; further failures are counted only")
+                self._sink_failed()
+        later = self._later_routes.get(type(event))
+        if later:
+            self._defer((later, event))
+
+    def defer(self, work: Callable[[], None]) -> None:
+        """Run ``work`` (which emits events) off the calling thread, within 0.2 s: for per-request
+        work on a hot path that costs more than a hook may spend there; the hot path pays for
+        appending a reference. Sinks defer their costlier rendering the same way, by declaring
+        ``deferred_handlers``."""
+        self._defer((None, work))
+
+    def _defer(self, item: tuple[Any, Any]) -> None:
+        if self._publisher is None and self._runner is None:
+            self._start_runner()
+        self._deferred.append(item)
+
+    def _start_runner(self) -> None:
+        """Who runs deferred work: a scheduler's publisher thread, before each snapshot; in the main
+        process, which publishes nothing, a thread of its own."""
+        if not self.is_main:
+            self.start_publisher()
+            return
+        with self._publisher_lock:
+            if self._runner is None:
+                self._runner = threading.Thread(target=self._run_deferred_forever, name="lora-telemetry-deferred",
+                                                daemon=True)
+                self._runner.start()
+
+    def _run_deferred_forever(self) -> None:
+        while self._telemetry_current():
+            time.sleep(0.2)
+            self.render_deferred()
+
+    def _telemetry_current(self) -> bool:
+        return _telemetry is self
+
+    def render_deferred(self) -> None:
+        """Run what was deferred (on the publisher's thread, or a flush's); one runner at a time."""
+        with self._render_lock:
+            while self._deferred:
+                handlers, item = self._deferred.popleft()
+                try:
+                    if handlers is None:
+                        item()
+                    else:
+                        for handler in handlers:
+                            handler(item)
+                except Exception:
+                    self._sink_failed()
+
+    def _sink_failed(self) -> None:
+        self.sink_errors += 1
+        if self.sink_errors == 1:
+            logger.exception("lora_telemetry: a sink failed; further failures are counted only")
 
     def flush(self) -> None:
         """Publish now (cold paths: a load or unload is visible before SGLang answers it)."""
         if self._publisher is not None:
             self._publisher.publish()
 
-    def _start_publisher(self) -> None:
+    def start_publisher(self) -> None:
+        """Publish snapshots of this process's store from a thread (scheduler processes, and benchmarks
+        that measure a hook as a scheduler runs it)."""
         with self._publisher_lock:
             if self._publisher is None:
-                self._publisher = Publisher(self.store, self.state_dir, process_labels).start()
+                self._publisher = Publisher(self.store, self.state_dir, process_labels,
+                                            before_publish=self.render_deferred).start()
 
 
-_ranks: dict[str, int] = {}  # dp_rank, tp_rank of a scheduler process, set by the hooks that read them
+_ranks: dict[str, int] = {}  # dp_rank, tp_rank, pp_rank of a scheduler process, set by the hooks that read them
 
 
-def set_ranks(dp_rank: int, tp_rank: int) -> None:
-    _ranks.update(dp_rank=dp_rank, tp_rank=tp_rank)
+def set_ranks(dp_rank: int, tp_rank: int, pp_rank: int = 0) -> None:
+    _ranks.update(dp_rank=dp_rank, tp_rank=tp_rank, pp_rank=pp_rank)
 
 
 def process_info() -> dict[str, Any]:
@@ -168,9 +231,15 @@ def emit(event: Any) -> None:
     (_telemetry or get()).emit(event)
 
 
+def defer(work: Callable[[], None]) -> None:
+    (_telemetry or get()).defer(work)
+
+
 def reset() -> None:
     """Forget this process's telemetry and configuration (benchmarks and tests re-read them)."""
     global _telemetry
+    if _telemetry is not None and _telemetry._publisher is not None:
+        _telemetry._publisher.stop()
     if _telemetry is not None and _telemetry.is_main:
         os.environ.pop(STATE_DIR_ENV, None)  # processes started from here later are runs of their own
     _telemetry = None

@@ -123,6 +123,70 @@ def main(report_path: str, root: str, port: str) -> None:
             report["metrics_after_concurrency"] = response.read().decode()
         report["concurrency_served"] = served
         report["concurrency_unloads"] = sum(unloads)
+
+        # Weights handed over in memory, as an RL trainer pushes each new version.
+        from safetensors.torch import load_file
+
+        folder = bed / "adapters" / "fin"
+        tensors = load_file(folder / "adapter_model.safetensors")
+        config = json.loads((folder / "adapter_config.json").read_text())
+        engine.load_adapter_from_tensors("policy_v1", tensors, config)
+        report["tensors"] = {"text": engine.generate(PROMPT, {**GREEDY, "lora_name": "policy_v1"})["text"],
+                             "from_folder": engine.generate(PROMPT, {**GREEDY, "lora_name": "fin"})["text"]}
+        try:
+            engine.load_adapter_from_tensors("../policy", tensors, config)
+            report["tensors"]["bad_name"] = "accepted"
+        except AdapterNameError as error:
+            report["tensors"]["bad_name"] = str(error)
+        # An RL trainer's loop: version n+1 loaded while version n still serves, n unloaded once done.
+        loaded_by_sglang = engine.engine.load_lora_adapter("raw_v0", str(bed / "adapters" / "med"))
+        report["sglang_loaded"] = {"success": loaded_by_sglang.success,
+                                   "text": engine.generate(PROMPT, {**GREEDY, "lora_name": "raw_v0"})["text"]}
+        swap: dict = {"served": {}, "unloaded": []}
+
+        async def hot_swap() -> None:
+            rounds = []
+            for step in range(4):
+                name = f"rl_v{step}"
+                await engine.async_load_adapter(name, bed / "adapters" / ("fin" if step % 2 else "med"))
+                mixed = [engine.async_generate(f"step {step} {i}", {**GREEDY, "lora_name": name}) for i in range(3)]
+                rounds.append(asyncio.gather(*mixed, engine.async_generate(PROMPT, GREEDY)))
+                if step:
+                    await rounds[step - 1]
+                    await engine.async_unload_adapter(f"rl_v{step - 1}")
+                    swap["unloaded"].append(f"rl_v{step - 1}")
+                swap["served"][name] = 3
+            await rounds[-1]
+
+        engine.engine.loop.run_until_complete(hot_swap())
+        report["hot_swap"] = swap
+        try:
+            engine.unload_adapter("rl_v0")
+            report["unload_twice"] = "accepted"
+        except AdapterNameError as error:
+            report["unload_twice"] = str(error)
+
+        time.sleep(1.0)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            report["metrics_after_tensors"] = response.read().decode()
+
+        # Awaited on a loop other than the engine's (asyncio.run after blocking calls).
+        from lora_telemetry.engine import WrongEventLoopError
+
+        try:
+            asyncio.run(engine.async_generate(PROMPT, GREEDY))
+            report["other_loop"] = "accepted"
+        except WrongEventLoopError as error:
+            report["other_loop"] = str(error)
+
+        async def stock_on_another_loop() -> str:
+            try:
+                await asyncio.wait_for(engine.engine.async_generate(PROMPT, GREEDY), 15)
+                return "answered"
+            except TimeoutError:
+                return "no answer in 15 s"
+
+        report["stock_other_loop"] = asyncio.run(stock_on_another_loop())
     Path(report_path).write_text(json.dumps(report))
 
 

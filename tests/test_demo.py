@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from lora_telemetry.capacity.recording import Batch, Request, read
+from tests.conftest import interruptible
 
 pytestmark = pytest.mark.server
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.server
 def _demo(bed, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "lora_telemetry.cli", "demo", "--dir", str(bed.root), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+                            env={**os.environ, "COLUMNS": "200"}, preexec_fn=interruptible)
 
 
 def _sglang_processes(parent: psutil.Process) -> list[psutil.Process]:

@@ -10,6 +10,7 @@ import pytest
 
 from lora_telemetry.scrape import Metrics
 from lora_telemetry.testbed.server import free_port
+from tests.adapter_sizes import host_bytes
 
 pytestmark = pytest.mark.server
 
@@ -84,3 +85,39 @@ def test_concurrent_callers_with_unloads_are_counted_exactly(report):
     assert not any(after.by("sglang_lora_requests_in_flight", "lora_name").values())
     unloads = after.total("sglang_lora_adapter_unloads_total", lora_name="chat", reason="api")
     assert unloads == report["concurrency_unloads"] >= 1
+
+
+def test_adapters_loaded_from_tensors_are_served_and_counted(report, bed):
+    tensors = report["tensors"]
+    assert tensors["text"] == tensors["from_folder"]  # the same weights as the folder they were read from
+    assert "'../policy'" in tensors["bad_name"]
+    m = Metrics(report["metrics_after_tensors"])
+    assert m.by("sglang_lora_adapter_loads_total", "trigger", lora_name="policy_v1") == {"tensors": 1}
+    assert m.total("sglang_lora_requests_total", lora_name="policy_v1", outcome="finished") == 1
+    assert m.total("sglang_lora_adapter_memory_bytes", lora_name="policy_v1", tier="host") == \
+        host_bytes(bed.adapters()["fin"], bed.model)
+    assert m.total("sglang_lora_adapter_resident", lora_name="policy_v1", tier="host") == 1
+
+
+def test_adapters_sglang_loaded_itself_are_accepted(report):
+    assert report["sglang_loaded"]["success"] and report["sglang_loaded"]["text"]
+
+
+def test_hot_swap_loop_counts_every_version_exactly(report):
+    m = Metrics(report["metrics_after_tensors"])
+    served = report["hot_swap"]["served"]
+    finished = m.by("sglang_lora_requests_total", "lora_name", outcome="finished")
+    assert {name: finished.get(name) for name in served} == served
+    loads = m.by("sglang_lora_adapter_loads_total", "lora_name", trigger="api", result="success")
+    assert {name: loads.get(name) for name in served} == {name: 1 for name in served}
+    unloads = m.by("sglang_lora_adapter_unloads_total", "lora_name", reason="api")
+    assert {name: unloads.get(name) for name in report["hot_swap"]["unloaded"]} == \
+        {name: 1 for name in ("rl_v0", "rl_v1", "rl_v2")}
+    resident = {s.labels["lora_name"] for s in m.select("sglang_lora_adapter_resident", tier="host") if s.value}
+    assert "rl_v3" in resident and not {"rl_v0", "rl_v1", "rl_v2"} & resident
+    assert "'rl_v0': not loaded" in report["unload_twice"]
+
+
+def test_awaiting_on_another_event_loop_is_refused_clearly(report):
+    assert "event loop SGLang's engine was created with" in report["other_loop"]
+    assert report["stock_other_loop"] == "no answer in 15 s"  # stock sglang.Engine waits forever there

@@ -39,15 +39,20 @@ def server_adapters(url: str) -> list[str]:
 
 @contextlib.contextmanager
 def embedded_server(adapters: int, slots: int, env: dict[str, str] | None = None,
-                    console: Console | None = None) -> Iterator[tuple[str, list[str]]]:
-    """A test-bed server with ``adapters`` adapters loaded and ``slots`` pool slots."""
+                    console: Console | None = None, plan: Path | None = None) -> Iterator[tuple[str, list[str]]]:
+    """A test-bed server with ``adapters`` adapters loaded and ``slots`` pool slots; with a ``plan``,
+    the server loads the plan's adapters from the test bed's adapter directory instead."""
     from lora_telemetry import testbed
     from lora_telemetry.testbed.server import TestBedServer
 
     root = testbed.default_root()
     bed = testbed.make(root, adapters=adapters)
     names = list(bed.adapters())[:adapters]
-    flags = ["--max-loras-per-batch", str(slots), "--lora-paths", *(f"{n}={bed.adapters()[n]}" for n in names)]
+    flags = ["--max-loras-per-batch", str(slots)]
+    if plan is None:
+        flags += ["--lora-paths", *(f"{n}={bed.adapters()[n]}" for n in names)]
+    else:
+        env = {**(env or {}), "LORA_TELEMETRY_PLAN": str(plan), "LORA_TELEMETRY_ADAPTER_DIR": str(bed.adapter_dir)}
     server = TestBedServer(root, flags, env=env, log_path=root / "bench-server.log")
     status = console.status("starting the test-bed server") if console else contextlib.nullcontext()
     with status:
@@ -58,7 +63,7 @@ def embedded_server(adapters: int, slots: int, env: dict[str, str] | None = None
         server.stop()
 
 
-def _run(url: str, names: list[str], workload: Workload, console: Console | None) -> traffic.Run:
+def run_workload(url: str, names: list[str], workload: Workload, console: Console | None) -> traffic.Run:
     requests = schedule(workload)
     if console is None:
         return asyncio.run(traffic.drive(url, names, requests))
@@ -107,7 +112,7 @@ def run_traffic(args: argparse.Namespace, console: Console) -> int:
         else:
             url, names = stack.enter_context(embedded_server(workload.adapters, args.slots, console=console))
         started = time.time()
-        run = _run(url, names, workload, console)
+        run = run_workload(url, names, workload, console)
     result = traffic.summary(run)
     console.print(summary_table(result))
     errors = result["send_error_s"]
@@ -156,7 +161,7 @@ def compare_overhead(args: argparse.Namespace, console: Console) -> int:
             env = {"LORA_TELEMETRY_ENABLED": "1" if mode == "on" else "0"}
             with embedded_server(workload.adapters, args.slots, env=env) as (url, names):
                 console.print(f"round {round_ + 1}/{args.rounds}: plugin {mode}")
-                run = _run(url, names, workload, None)
+                run = run_workload(url, names, workload, None)
             ok = [o for o in run.outcomes if o.ok]
             results[mode].append({
                 "throughput": sum(o.output_tokens for o in ok) / run.duration,

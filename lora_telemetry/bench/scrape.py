@@ -1,9 +1,9 @@
 """What a scrape costs at adapter scale.
 
 ``synthetic``: the series of N adapters that have all served requests, as a real server
-holds them (request, token and latency series in the main process; cache, pool and
-residency series in a scheduler's snapshot file), rendered from scratch every time as on
-the first scrape after a change. ``live``: ``GET /metrics`` on a running server, optionally
+holds them (request, token, latency and tokenizer-phase series in the main process; cache,
+pool, scheduler-phase and residency series in a scheduler's snapshot file): what a scheduler
+pays to publish them, and a scrape to render them. ``live``: ``GET /metrics`` on a running server, optionally
 first given N adapters that each served a request.
 """
 
@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from lora_telemetry import events as ev
@@ -36,10 +37,15 @@ def adapter_series(adapters: int) -> tuple[Store, Store]:
         tokenizer_sink.record(ev.RequestAdmitted(name))
         tokenizer_sink.record(ev.CacheLookup(name, "host", True))
         tokenizer_sink.record(ev.CacheLookup(name, "host", False))
-        tokenizer_sink.record(ev.RequestFinished(name, "finished", 17, 32, 0.04 + i % 7 / 100, 0.9))
+        tokenizer_sink.record(ev.RequestFinished(name, "finished", 17, 32, 0.04 + i % 7 / 100, 0.9, resolved=1.0,
+                                                 created=0.99, first_chunk=1.05, queued=1.001, prefilled=1.04,
+                                                 received=0.985))
         for event in (ev.CacheLookup(name, "gpu", True), ev.CacheLookup(name, "gpu", False),
-                      ev.SlotLoaded(name, i % 8, 0.0004), ev.SlotEvicted(name, i % 8), ev.AdmissionDeferred(name),
-                      ev.AdapterLoaded(name, "api", True, 0.02), ev.Residency(name, "host", True, 65536, False),
+                      ev.SlotLoaded(name, i % 8, 0.0004, 2.0, True), ev.SlotEvicted(name, i % 8),
+                      ev.AdmissionDeferred(name, "slot"), ev.AdmissionWaited(name, 0.01),
+                      ev.RequestPhases(name, "r", False, 1.001, 1.002, 1.012, 1.04, 0.0004),
+                      ev.AdapterLoaded(name, "api", True, 0.02), ev.AdapterUnloaded(name, "capacity", 0.001),
+                      ev.Residency(name, "host", True, 65536, False),
                       ev.Residency(name, "gpu", i % 100 == 0, 69632, False)):
             scheduler_sink.record(event)
     scheduler_sink.record(ev.RoutingState({f"tenant-{i:05d}": 1 for i in range(min(adapters, 8))},
@@ -47,13 +53,18 @@ def adapter_series(adapters: int) -> tuple[Store, Store]:
     return main, scheduler
 
 
-def synthetic(adapters: int, scrapes: int = 20, churn: float = 0.1) -> tuple[Timing, float, int]:
-    """(time per scrape, time of the first scrape, exposition bytes).
+@dataclass
+class ScrapeCost:
+    render: Timing  # GET /metrics in the main process
+    first_render: float  # the first scrape, nothing rendered before
+    exposition_bytes: int
+    publish: Timing  # a scheduler writing its snapshot (a thread of its own, beside the scheduler's loop)
 
-    Between two scrapes, a ``churn`` fraction of the adapters serve another request (their
-    request, token, latency and cache series change) and the scheduler publishes a new
-    snapshot, so every scrape reads a new snapshot and re-renders what changed.
-    """
+
+def synthetic(adapters: int, scrapes: int = 20, churn: float = 0.1) -> ScrapeCost:
+    """Between two scrapes, a ``churn`` fraction of the adapters serve another request (their
+    request, token, latency, phase and cache series change) and the scheduler publishes a new
+    snapshot, so every scrape reads a new snapshot and re-renders what changed."""
     main, scheduler = adapter_series(adapters)
     tokenizer_sink, scheduler_sink = PrometheusSink(main, adapters + 10), PrometheusSink(scheduler, adapters + 10)
     changed = max(1, int(adapters * churn))
@@ -64,17 +75,20 @@ def synthetic(adapters: int, scrapes: int = 20, churn: float = 0.1) -> tuple[Tim
         start = time.perf_counter()
         size = len(renderer.render())
         first = time.perf_counter() - start
-        samples = []
+        renders, publishes = [], []
         for scrape in range(scrapes):
             for i in range(scrape * changed, (scrape + 1) * changed):
                 name = f"tenant-{i % adapters:05d}"
                 tokenizer_sink.record(ev.RequestFinished(name, "finished", 11, 20, 0.03 + scrape / 100, 0.5))
                 scheduler_sink.record(ev.CacheLookup(name, "gpu", scrape % 2 == 0))
+                scheduler_sink.record(ev.RequestPhases(name, "r", True, 1.0, 0.0, 1.01, 1.03, 0.0))
+            start = time.perf_counter()
             publisher.publish()
+            publishes.append(time.perf_counter() - start)
             start = time.perf_counter()
             size = len(renderer.render())
-            samples.append(time.perf_counter() - start)
-    return summarize(samples), first, size
+            renders.append(time.perf_counter() - start)
+    return ScrapeCost(summarize(renders), first, size, summarize(publishes))
 
 
 def live(url: str, scrapes: int = 20) -> tuple[Timing, int]:

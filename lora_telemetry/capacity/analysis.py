@@ -56,7 +56,7 @@ class _Split:
     last: float
 
 
-def _split(records: Iterable[Record]) -> _Split:
+def split_records(records: Iterable[Record]) -> _Split:
     pools: dict[int, list[Record]] = defaultdict(list)
     requests, loads, distinct, seen = [], [], set(), set()
     first, last = float("inf"), float("-inf")
@@ -84,7 +84,7 @@ def _from_requests(requests: list[Request]) -> list[Record]:
     return [Batch(start, 0, (BASE,), (0,)), *(Batch(r.arrival, 0, (r.name,), (1,)) for r in ordered)]
 
 
-def _preloaded(loads: list[Load], requests: list[Request]) -> list[str]:
+def preloaded_at_start(loads: list[Load], requests: list[Request]) -> list[str]:
     """Adapters loaded before the first request (at start-up): the host tier starts with them."""
     first = min(r.arrival for r in requests)
     return list(dict.fromkeys(r.name for r in loads if r.time <= first and r.dp == 0))
@@ -121,7 +121,7 @@ def analyse(path: Path, policy: str | None = None, partial: bool = False,
     errors: list[RecordingError] = []
     gc.disable()  # a million records hold no cycles; the collector would only walk them again and again
     try:
-        split = _split(read(path, partial=partial, errors=errors))
+        split = split_records(read(path, partial=partial, errors=errors))
     finally:
         gc.enable()
     pools, requests = split.pools, split.requests
@@ -129,15 +129,16 @@ def analyse(path: Path, policy: str | None = None, partial: bool = False,
         if not requests:
             raise RecordingError(path, 1, 0, "no batches and no requests recorded")
         pools = {0: _from_requests(requests)}
-        split = _split(pools[0])
+        split = split_records(pools[0])
     settings = next((r for part in pools.values() for r in part if isinstance(r, Pool)), None)
     policy = policy or (settings.policy if settings else "lru")
     sizes = curves.slot_sizes(len(split.distinct))
     if policy == "lru":
         parts = [_lru(part, sizes) for part in pools.values()]
     else:
-        parts = [curves.exact_curve(part, policy, sizes, progress) for part in pools.values()]
-    host = curves.host_curve(requests, _preloaded(split.loads, requests)) if requests else None
+        priorities = settings.priorities if settings is not None and policy == "priority" else None
+        parts = [curves.exact_curve(part, policy, sizes, progress, priorities) for part in pools.values()]
+    host = curves.host_curve(requests, preloaded_at_start(split.loads, requests)) if requests else None
     return Analysis(policy=policy, slots=_merge(parts), host=host, pool=settings,
                     batches=sum(p.batches for p in parts), requests=len(requests),
                     span_s=max(split.last - split.first, 0.0), seconds=time.perf_counter() - start,

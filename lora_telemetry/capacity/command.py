@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from lora_telemetry.capacity import chart
+from lora_telemetry.capacity import chart, planner
 from lora_telemetry.capacity.analysis import Analysis, analyse, one_line
 from lora_telemetry.capacity.curves import Curve
 from lora_telemetry.capacity.recording import RecordingError
@@ -108,7 +107,42 @@ def _json(analysis: Analysis, target: float) -> dict:
                                                         "slot_bytes": analysis.pool.slot_bytes}}
 
 
+def _rate(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1%}"
+
+
+def _write_plan(args: argparse.Namespace, console: Console) -> int:
+    """``--plan OUT``: the best pins and priorities for the slot budget, and what they should give."""
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("replaying each candidate plan", total=None)
+            planned = planner.make_plan(args.file, args.slots, args.preload, lambda: progress.advance(task))
+    except RecordingError as error:
+        console.print(f"[red]{error}[/red]")
+        return 1
+    plan = planned.plan
+    table = Table(title=f"Plans for {plan.slots} slots, replayed on the recording (best first)")
+    for column in ("plan", "gpu hit rate", "misses", "batches split"):
+        table.add_column(column, justify="left" if column == "plan" else "right")
+    ordered = sorted(planned.considered, key=lambda c: -c.hit_rate)
+    for candidate in ordered[:args.top]:
+        mark = " (chosen)" if candidate is planned.chosen else " (recorded)" if candidate is planned.recorded else ""
+        split = f"{candidate.split:.1%}" + ("" if candidate.admissible else " (too many: not chosen)")
+        table.add_row(candidate.describe() + mark, f"{candidate.hit_rate:.1%}", f"{candidate.misses:,}", split)
+    console.print(table)
+    console.print(f"[bold]Plan:[/bold] {planned.chosen.describe()}; preload {len(plan.preload)} adapters")
+    console.print(f"  gpu hit rate {_rate(planned.chosen.hit_rate)} predicted, {_rate(planned.recorded.hit_rate)} "
+                  f"recorded; host hit rate {_rate(planned.host_planned)} predicted, {_rate(planned.host_now)} "
+                  f"recorded (with {len(plan.preload)} adapters in host memory)")
+    args.plan.write_text(plan.to_json())
+    console.print(f"plan: {args.plan} (serve it with LORA_TELEMETRY_PLAN={args.plan} and LORA_TELEMETRY_ADAPTER_DIR, "
+                  "or LoRAEngine(plan=...))")
+    return 0
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
+    if args.plan is not None:
+        return _write_plan(args, console)
     if not 0 < args.target <= 1:
         console.print(f"[red]--target must be a hit rate above 0 and at most 1, not {args.target}[/red]")
         return 2
@@ -148,24 +182,3 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"figures: {args.json}")
     console.print(f"analysed {analysis.batches:,} batches in {analysis.seconds:.2f} s")
     return 0
-
-
-def add_parser(commands: argparse._SubParsersAction, console: Console) -> None:
-    parser = commands.add_parser(
-        "advise", help="how many adapter slots the recorded traffic needs",
-        description="Replay an access log (LORA_TELEMETRY_ACCESS_LOG, or lora-telemetry bench --record) "
-                    "through SGLang's adapter pool at every slot count from 2 to one per adapter, and the "
-                    "host tier at every --max-loaded-loras; print gpu and host hit rates and slot loads per "
-                    "1,000 batches, per adapter and overall, recommend the smallest settings reaching "
-                    "--target, and draw the miss-ratio curves as a PNG. LRU takes one pass for all sizes; "
-                    "FIFO is replayed once per size.")
-    parser.add_argument("file", type=Path, help="the access log")
-    parser.add_argument("--target", type=float, default=0.95, help="gpu and host hit rate to reach (default 0.95)")
-    parser.add_argument("--policy", choices=("lru", "fifo"),
-                        help="eviction policy to replay (default: the recorded pool's, else lru)")
-    parser.add_argument("--partial", action="store_true",
-                        help="analyse what was read before a corrupt or cut-off line instead of failing")
-    parser.add_argument("--chart", type=Path, help="PNG for the miss-ratio curves (default: FILE with .png)")
-    parser.add_argument("--json", type=Path, help="also write every figure as JSON")
-    parser.add_argument("--top", type=int, default=15, help="adapters in the per-adapter table (default 15)")
-    parser.set_defaults(run=lambda args: run(args, console))

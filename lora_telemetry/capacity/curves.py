@@ -169,14 +169,15 @@ def host_curve(requests: Iterable[Request], preloaded: Sequence[str] = (), sizes
 
 
 def exact_curve(records: Sequence[Record], policy: str, sizes: list[int],
-                progress: Callable[[int], None] = lambda _size: None) -> Curve:
+                progress: Callable[[int], None] = lambda _size: None,
+                priorities: dict[str, int] | None = None) -> Curve:
     """SGLang's rules replayed once per slot count; batches larger than the pool are split.
     A size whose pool cannot take a batch at all (pinned adapters hold it) is left out."""
     hits, loads, asked, fitting = {}, {}, Counter(), []
     batches = sum(1 for r in records if isinstance(r, Batch))
     for size in sizes:
         try:
-            pool = PoolSimulator(size, policy).replay(_fitting(records, size))
+            pool = PoolSimulator(size, policy, priorities).replay(_fitting(records, size))
         except PoolFull:
             continue
         i = len(fitting)

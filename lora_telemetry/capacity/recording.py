@@ -5,8 +5,10 @@ with millisecond precision, adapter names percent-encoded (all but letters, digi
 ``_.-~``), the base model written ``__base__``. ``dp`` is the data-parallel rank of the
 scheduler whose pool the record is about (each rank has a pool of its own)::
 
-    S <time> <dp> <slots> <policy> <slot_bytes>   a scheduler's pool: slots (--max-loras-per-batch),
-                                                  eviction policy (lru|fifo), bytes per slot
+    S <time> <dp> <slots> <policy> <slot_bytes> [<name>=<priority> ...]
+                                                  a scheduler's pool: slots (--max-loras-per-batch),
+                                                  eviction policy (lru|fifo|priority), bytes per slot;
+                                                  with priority, each adapter's priority (others 0)
     L <time> <dp> <name> <pinned>                 an adapter loaded into that scheduler (pinned: 0|1)
     U <time> <dp> <name>                          an adapter unloaded from it
     B <time> <dp> <name>[:<n>] ...                a forward batch: its adapters in the order SGLang
@@ -21,7 +23,7 @@ writes R from its own schedule (a recording without B lines is analysed one batc
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -44,6 +46,7 @@ class Pool:
     slots: int
     policy: str
     slot_bytes: int
+    priorities: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -91,8 +94,9 @@ def format_record(record: Record) -> str:
         case Batch(time, dp, adapters, counts):
             items = " ".join(encode(a) + (f":{n}" if n else "") for a, n in zip(adapters, counts, strict=True))
             return f"B {time:.3f} {dp} {items}"
-        case Pool(time, dp, slots, policy, slot_bytes):
-            return f"S {time:.3f} {dp} {slots} {policy} {slot_bytes}"
+        case Pool(time, dp, slots, policy, slot_bytes, priorities):
+            ranked = "".join(f" {encode(name)}={value}" for name, value in sorted(priorities.items()))
+            return f"S {time:.3f} {dp} {slots} {policy} {slot_bytes}{ranked}"
         case Load(time, dp, name, pinned):
             return f"L {time:.3f} {dp} {encode(name)} {int(pinned)}"
         case Unload(time, dp, name):
@@ -132,8 +136,9 @@ def parse_line(text: str, last: list | None = None) -> Record | None:
     fields = text.split(" ")
     if kind in ("", "#"):
         return None
-    if kind == "S" and len(fields) == 6 and fields[4] in ("lru", "fifo"):
-        return Pool(float(fields[1]), int(fields[2]), int(fields[3]), fields[4], int(fields[5]))
+    if kind == "S" and (len(fields) == 6 and fields[4] in ("lru", "fifo") or fields[4:5] == ["priority"]):
+        priorities = {unquote(name): int(value) for name, value in (f.rsplit("=", 1) for f in fields[6:])}
+        return Pool(float(fields[1]), int(fields[2]), int(fields[3]), fields[4], int(fields[5]), priorities)
     if kind == "L" and len(fields) == 5 and fields[4] in ("0", "1"):
         return Load(float(fields[1]), int(fields[2]), unquote(fields[3]), fields[4] == "1")
     if kind == "U" and len(fields) == 4:

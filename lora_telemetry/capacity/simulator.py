@@ -9,15 +9,18 @@ eviction policies (``sglang/srt/lora/mem_pool.py``, ``eviction_policy.py``):
   missing one into a free slot or, when none is free, into the slot of a victim chosen among
   residents that the batch does not need and that are not pinned;
 - LRU picks the least recently marked victim; FIFO the one marked first since it entered;
+  with adapter priorities (:mod:`lora_telemetry.priorities`) the lowest priority goes first,
+  LRU within a priority (requests' own priorities are not in a recording, so they lift nothing);
 - an unloaded adapter leaves the pool and the policy's order at once.
 """
 
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from lora_telemetry.capacity.recording import BASE, Batch, Load, Record, Unload
+from lora_telemetry.priorities import DEFAULT, pick_victim
 
 
 class PoolFull(RuntimeError):
@@ -28,10 +31,14 @@ class PoolSimulator:
     """One scheduler's pool. Counts per adapter: slot loads, evictions, and for requests first
     scheduled in a batch whether their adapter already held a slot (gpu hit) or not."""
 
-    def __init__(self, slots: int, policy: str = "lru") -> None:
-        if slots < 1 or policy not in ("lru", "fifo"):
-            raise ValueError(f"a pool needs at least one slot and policy lru or fifo, not {slots}, {policy!r}")
-        self.slots, self.lru = slots, policy == "lru"
+    def __init__(self, slots: int, policy: str = "lru", priorities: Mapping[str, int] | None = None) -> None:
+        if slots < 1 or policy not in ("lru", "fifo", "priority"):
+            raise ValueError(f"a pool needs at least one slot and policy lru, fifo or priority, not {slots}, "
+                             f"{policy!r}")
+        if policy == "priority":
+            priorities = priorities or {}
+        self.priorities = priorities  # None: SGLang's own policy; else ours, which is LRU within a priority
+        self.slots, self.lru = slots, policy == "lru" or priorities is not None
         self.resident: set[str] = set()
         self.order: OrderedDict[str, None] = OrderedDict()  # the policy's order; never the base model
         self.pinned: set[str] = set()
@@ -87,7 +94,12 @@ class PoolSimulator:
         if not candidates:
             raise PoolFull(f"no slot free for a batch of {len(needed)} adapters in a pool of {self.slots}")
         adapters = candidates - {BASE}
-        victim = next((name for name in self.order if name in adapters), None) if adapters else BASE
+        if self.priorities is not None:
+            priorities = self.priorities
+            victim = pick_victim(self.order, adapters, lambda name: priorities.get(name, DEFAULT)) if adapters \
+                else BASE
+        else:
+            victim = next((name for name in self.order if name in adapters), None) if adapters else BASE
         if victim is None:
             raise PoolFull("a resident adapter is missing from the policy's order")
         self.resident.discard(victim)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from lora_telemetry import events as ev
 from lora_telemetry import runtime
+from lora_telemetry.hooks.ranks import reporting_rank
 
 logger = logging.getLogger("lora_telemetry")
 T = TypeVar("T")
@@ -28,17 +29,24 @@ class HookSpec:
     target: str  # dotted path in SGLang
     kind: str  # BEFORE | AFTER | AROUND
     fn: Callable
+    loses: str = ""  # what is not reported when the target is missing (doctor says it)
+    # For a feature the user turns on: installed only when this says the configuration asks for it;
+    # a missing target then refuses the feature with one message instead of a lost series.
+    wanted: Callable[[Any], bool] | None = None
 
 
 DECLARED: list[HookSpec] = []
 _failed_once: set[str] = set()
 
 
-def hook(name: str, target: str, kind: str) -> Callable[[Callable], Callable]:
-    """Declare ``fn`` as the hook ``name`` on SGLang's ``target``."""
+def hook(name: str, target: str, kind: str, loses: str,
+         wanted: Callable[[Any], bool] | None = None) -> Callable[[Callable], Callable]:
+    """Declare ``fn`` as the hook ``name`` on SGLang's ``target``; ``loses`` says what goes
+    unreported in an SGLang where the target is missing; ``wanted(config)``, if given, says
+    whether the configuration turns the hook's feature on."""
 
     def declare(fn: Callable) -> Callable:
-        DECLARED.append(HookSpec(name, target, kind, fn))
+        DECLARED.append(HookSpec(name, target, kind, fn, loses, wanted))
         return fn
 
     return declare
@@ -84,7 +92,8 @@ def safely(name: str, fn: Callable[..., T], *args: Any) -> T | None:
         return fn(*args)
     except Exception as error:
         try:
-            runtime.emit(ev.HookFailed(name, repr(error)))
+            if reporting_rank():  # the other ranks of a replica fail alike: count it once, log it everywhere
+                runtime.emit(ev.HookFailed(name, repr(error)))
             if name not in _failed_once:
                 _failed_once.add(name)
                 logger.warning("lora_telemetry hook %s failed (counted; later failures are not logged): %r",

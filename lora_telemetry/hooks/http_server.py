@@ -1,21 +1,55 @@
-"""HTTP server (main process): our series appended to SGLang's own ``/metrics`` response.
+"""HTTP server (main process): our series appended to SGLang's own ``/metrics`` response, the
+time each request reached SGLang's app, and the server's role in prefill/decode disaggregation.
 
 SGLang mounts prometheus_client's ASGI app at ``/metrics``. We wrap that app: SGLang's
 part is rendered exactly as before (asked for in the plain text format, uncompressed, so
 the two parts join), and our part comes from the renderer's cache, rebuilt off the event
 loop only when something changed.
+
+A request's time to first token, as its client sees it, starts before SGLang stamps its
+arrival: the HTTP server reads and parses its body, SGLang's middlewares and validation run.
+The whole app is wrapped so that each request carries the moment the server handed it on
+(``http_arrival``, read by the tokenizer hook in the same task): the ``http`` phase.
 """
 
 from __future__ import annotations
 
+import contextvars
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from lora_telemetry import events as ev
 from lora_telemetry import runtime
 from lora_telemetry.hooks.base import hook, safely
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 _NEGOTIATION_HEADERS = {b"accept", b"accept-encoding"}
+http_arrival: contextvars.ContextVar[float] = contextvars.ContextVar("lora_http_arrival", default=0.0)
+
+
+def stamping_arrival(inner: ASGIApp) -> ASGIApp:
+    """``inner`` with the perf_counter time each request reached it in ``http_arrival``.
+
+    A plain function that returns ``inner``'s coroutine: no frame of its own while the request
+    runs. The server runs each request in a task of its own, whose context the value stays in."""
+
+    now, stamp = time.perf_counter, http_arrival.set
+
+    def app(scope: dict, receive: Callable, send: Callable) -> Awaitable[None]:
+        if scope["type"] == "http":
+            stamp(now())
+        return inner(scope, receive, send)
+
+    return app
+
+
+def _stamp_arrivals(app: Any) -> None:
+    """SGLang sets up metrics when its app starts, after Starlette built the app's middleware
+    stack (then ``add_middleware`` is refused): the built stack is wrapped instead."""
+    if app.middleware_stack is None:
+        app.middleware_stack = app.build_middleware_stack()
+    app.middleware_stack = stamping_arrival(app.middleware_stack)
 
 
 def with_lora_metrics(inner: ASGIApp) -> ASGIApp:
@@ -54,8 +88,18 @@ def _wrap_metrics_route(app: Any) -> None:
             return
 
 
-@hook("http_metrics", "sglang.srt.utils.common.add_prometheus_middleware", "AROUND")
+def _announce_role() -> None:
+    """SGLang's configuration is published by the time the HTTP app is set up."""
+    from sglang.srt.runtime_context import get_disagg
+
+    runtime.emit(ev.ServingRole(str(get_disagg().disaggregation_mode)))
+
+
+@hook("http_metrics", "sglang.srt.utils.common.add_prometheus_middleware", "AROUND",
+      loses="every sglang_lora_* series on SGLang's /metrics, the http phase, and the server's role")
 def add_prometheus_middleware(original: Any, app: Any, *args: Any, **kwargs: Any) -> Any:
     result = original(app, *args, **kwargs)
     safely("http_metrics", _wrap_metrics_route, app)
+    safely("http_metrics", _stamp_arrivals, app)
+    safely("http_metrics", _announce_role)
     return result

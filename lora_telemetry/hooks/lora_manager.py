@@ -1,8 +1,10 @@
 """LoRA manager (scheduler process): adapters entering and leaving host memory.
 
-``_load_lora_adapter`` also runs for the ``--lora-paths`` adapters during start-up, before
-the pool exists; those loads are counted here with ``trigger="startup"``. Loads asked for
-later are counted end to end on the tokenizer side (:mod:`.tokenizer`), over all ranks.
+Every rank reports the bytes it holds (each TP and PP rank keeps a full host copy); only
+the reporting rank counts (:mod:`.ranks`). ``_load_lora_adapter`` also runs for the
+``--lora-paths`` adapters during start-up, before the pool exists; those loads are counted
+here with ``trigger="startup"``. Loads asked for later are counted end to end on the
+tokenizer side (:mod:`.tokenizer`), over all ranks.
 """
 
 from __future__ import annotations
@@ -13,26 +15,16 @@ from typing import Any
 from lora_telemetry import events as ev
 from lora_telemetry import runtime
 from lora_telemetry.hooks.base import hook, safely
-from lora_telemetry.hooks.memory_pool import pool_state, slot_bytes
+from lora_telemetry.hooks.memory_pool import INTERNAL_ADAPTERS, last_slot_load_s, pool_state
 from lora_telemetry.hooks.ranks import reporting_rank
+from lora_telemetry.hooks.sizes import adapter_bytes, slot_bytes
 
 MANAGER = "sglang.srt.lora.lora_manager.LoRAManager"
 _starting_up: set[int] = set()
 
 
-def adapter_bytes(adapter: Any) -> int:
-    """Bytes of the tensors SGLang holds for one loaded adapter (host copy)."""
-    total = 0
-    for layer in getattr(adapter, "layers", []):
-        for name in ("weights", "pinned_weights"):
-            total += sum(t.numel() * t.element_size() for t in (getattr(layer, name, None) or {}).values())
-    for name in ("embedding_layers", "added_tokens_embeddings", "pinned_embedding_layers",
-                 "pinned_added_tokens_embeddings"):
-        total += sum(t.numel() * t.element_size() for t in (getattr(adapter, name, None) or {}).values())
-    return total
-
-
-@hook("manager_startup", f"{MANAGER}.init_lora_adapters", "AROUND")
+@hook("manager_startup", f"{MANAGER}.init_lora_adapters", "AROUND",
+      loses='adapter_loads_total{trigger="startup"} (start-up loads count as later loads)')
 def init_lora_adapters(original: Any, self: Any, *args: Any, **kwargs: Any) -> Any:
     _starting_up.add(id(self))
     try:
@@ -42,26 +34,39 @@ def init_lora_adapters(original: Any, self: Any, *args: Any, **kwargs: Any) -> A
 
 
 def _loaded(self: Any, lora_ref: Any, result: Any, seconds: float) -> None:
-    if not reporting_rank():
-        return
     name = lora_ref.lora_name
+    if name in INTERNAL_ADAPTERS:
+        return
+    reports = reporting_rank()
     pinned = bool(lora_ref.pinned)
     size = adapter_bytes(self.loras[lora_ref.lora_id]) if result.success else 0
-    if id(self) in _starting_up:
+    if reports and id(self) in _starting_up:
         config = self.configs.get(lora_ref.lora_id) if result.success else None
         runtime.emit(ev.AdapterLoaded(name, "startup", bool(result.success), seconds,
                                       None if result.success else result.error_message,
                                       rank=getattr(config, "r", None), pinned=pinned, bytes=size))
     if result.success:
-        runtime.emit(ev.Residency(name, "host", True, size, pinned))
+        runtime.emit(ev.Residency(name, "host", True, size, pinned, memory_only=not reports))
     runtime.get().flush()
 
 
-@hook("manager_load", f"{MANAGER}._load_lora_adapter", "AROUND")
+@hook("manager_load", f"{MANAGER}._load_lora_adapter", "AROUND",
+      loses="adapters_loaded, adapter_resident and adapter_memory_bytes of the host tier")
 def load_lora_adapter(original: Any, self: Any, lora_ref: Any, *args: Any, **kwargs: Any) -> Any:
     start = time.perf_counter()
     result = original(self, lora_ref, *args, **kwargs)
     safely("manager_load", _loaded, self, lora_ref, result, time.perf_counter() - start)
+    return result
+
+
+@hook("manager_load_tensors", f"{MANAGER}._load_lora_adapter_from_tensors", "AROUND",
+      loses="host residency and bytes of adapters loaded from tensors")
+def load_lora_adapter_from_tensors(original: Any, self: Any, lora_ref: Any, *args: Any, **kwargs: Any) -> Any:
+    """Weights handed over in memory (RL trainers push a new version every step); counted on
+    the tokenizer side like any later load, held in host memory like one from disk."""
+    start = time.perf_counter()
+    result = original(self, lora_ref, *args, **kwargs)
+    safely("manager_load_tensors", _loaded, self, lora_ref, result, time.perf_counter() - start)
     return result
 
 
@@ -73,18 +78,21 @@ def _before_unload(self: Any, lora_ref: Any) -> tuple[Any, bool] | None:
 
 
 def _unloaded(self: Any, before: tuple[Any, bool] | None, result: Any) -> None:
-    if before is None or not result.success or not reporting_rank():
+    if before is None or not result.success:
         return
+    memory_only = not reporting_rank()
     ref, was_in_slot = before
-    runtime.emit(ev.Residency(ref.lora_name, "host", False, 0, bool(ref.pinned)))
+    last_slot_load_s.pop(ref.lora_id, None)
+    runtime.emit(ev.Residency(ref.lora_name, "host", False, 0, bool(ref.pinned), memory_only))
     if was_in_slot:
         pool = self.memory_pool
-        runtime.emit(ev.Residency(ref.lora_name, "gpu", False, slot_bytes(pool), bool(ref.pinned)))
-        runtime.emit(pool_state(pool, self.lora_refs))
+        runtime.emit(ev.Residency(ref.lora_name, "gpu", False, slot_bytes(pool), bool(ref.pinned), memory_only))
+        runtime.emit(pool_state(pool, self.lora_refs, memory_only))
     runtime.get().flush()
 
 
-@hook("manager_unload", f"{MANAGER}._unload_lora_adapter", "AROUND")
+@hook("manager_unload", f"{MANAGER}._unload_lora_adapter", "AROUND",
+      loses="residency and bytes leaving both tiers on unload")
 def unload_lora_adapter(original: Any, self: Any, lora_ref: Any, *args: Any, **kwargs: Any) -> Any:
     before = safely("manager_unload", _before_unload, self, lora_ref)
     result = original(self, lora_ref, *args, **kwargs)

@@ -61,7 +61,8 @@ def _raise(error: Exception) -> None:
     raise error
 
 
-@hook("tokenizer_on_demand", f"{TOKENIZER}._resolve_lora_path", "AROUND")
+@hook("tokenizer_on_demand", f"{TOKENIZER}._resolve_lora_path", "AROUND",
+      loses="loading on first request from LORA_TELEMETRY_ADAPTER_DIR")
 async def resolve_lora_path(original: Any, self: Any, obj: Any, *args: Any, **kwargs: Any) -> Any:
     """With ``LORA_TELEMETRY_ADAPTER_DIR`` set, adapters found there are loaded before SGLang resolves."""
     directory = safely("tokenizer_on_demand", on_demand_directory)

@@ -4,10 +4,26 @@
 batch's distinct adapters into a tally, looks at each request of a prefill batch once
 (marking it seen), and hands the tally and the routing gauges on at most every
 ``FLUSH_INTERVAL_S`` while busy, and once when the scheduler idles.
+
+Where the gpu-tier lookup happens depends on how SGLang fills slots. By default slots are
+filled at forward time, so a request's lookup is made when it is first scheduled. With
+``--enable-lora-overlap-loading`` slots are filled at admission and a request is admitted
+only once its adapter holds one, so its lookup is made at its first admission check.
+
+``can_schedule_lora_req`` is asked for every waiting request on every scheduling pass. A
+request it refuses is counted once (marked on the request), with the reason: ``slot`` when
+its adapter cannot get a pool slot, ``drain`` when SGLang's LoRA drainer holds it back by
+policy. When the request is scheduled, how long it waited since its first refusal is observed.
+
+When a request's prefill is done (``process_batch_result``), where its time in this scheduler
+went is handed on as phases, from the timestamps SGLang keeps on every request
+(``time_stats``: queued, first scheduled, prefill finished) and the two we add (first
+refusal, and the slot load its batch made for it); read off the scheduler's thread.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from typing import Any
@@ -15,13 +31,17 @@ from typing import Any
 from lora_telemetry import events as ev
 from lora_telemetry import runtime
 from lora_telemetry.hooks.base import hook, safely
-from lora_telemetry.hooks.memory_pool import lora_name
+from lora_telemetry.hooks.memory_pool import last_slot_load_s, lora_name, pool_settings
 from lora_telemetry.hooks.ranks import reporting_rank
 from lora_telemetry.hooks.tokenizer import HEALTH_CHECK_PREFIX
 
 SCHEDULER = "sglang.srt.managers.scheduler.Scheduler"
 FLUSH_INTERVAL_S = 0.25
-_SEEN = "_lora_telemetry_seen"
+_SEEN = "_lora_telemetry_seen"  # its gpu-tier lookup was made
+_MISSED = "_lora_telemetry_missed"  # its gpu-tier lookup missed: its batch loaded its adapter
+_DEFERRED = "_lora_telemetry_deferred"  # perf_counter time of its first refusal; 0.0 once scheduled
+_REFUSED_AT = "_lora_telemetry_refused_at"  # perf_counter time of its first refusal, kept for its phases
+_PHASED = "_lora_telemetry_phased"  # its phases were handed on
 _batches: dict[int, int] = {}  # distinct adapters per batch -> batches, since the last flush
 _state = {"last_flush": 0.0, "busy": False}
 
@@ -31,7 +51,15 @@ def _manager(scheduler: Any) -> Any:
 
 
 def _routing_state(scheduler: Any, batch: Any, refs: dict) -> ev.RoutingState:
-    running = Counter(lora_name(r.lora_id, refs) for r in (batch.reqs if batch is not None else ()))
+    """Requests in the running batch (and the new prefill batch, which joins it) and in the queue.
+
+    Finished requests stay in the running batch until its next filter (with the overlap scheduler, a
+    step later); SGLang's admission no longer counts them as holding a slot, and neither do we.
+    """
+    reqs = {id(r): r for r in getattr(getattr(scheduler, "running_batch", None), "reqs", None) or ()}
+    if batch is not None:
+        reqs.update((id(r), r) for r in batch.reqs)
+    running = Counter(lora_name(r.lora_id, refs) for r in reqs.values() if not r.finished())
     waiting = Counter(lora_name(r.lora_id, refs) for r in scheduler.waiting_queue)
     for counts in (running, waiting):
         counts.pop(ev.BASE, None)
@@ -47,17 +75,28 @@ def _flush(scheduler: Any, batch: Any, now: float) -> None:
     runtime.emit(_routing_state(scheduler, batch, _manager(scheduler).lora_refs))
 
 
-def _gpu_lookups(scheduler: Any, reqs: list) -> None:
+def _lookup(req: Any, refs: dict, hit: bool) -> None:
+    setattr(req, _SEEN, True)
+    if not hit:
+        setattr(req, _MISSED, True)
+    name, span = lora_name(req.lora_id, refs), _traced_span(req)
+    runtime.emit(ev.CacheLookup(name, "gpu", hit, req.rid, span is not None))
+    if span is not None:
+        runtime.emit(ev.HostSpanLookup(span, name, "gpu", hit))
+
+
+def _first_scheduled(scheduler: Any, reqs: list) -> None:
+    """Requests of a prefill batch: their gpu lookup (unless made at admission), their wait."""
     manager = _manager(scheduler)
     refs, slots = manager.lora_refs, manager.memory_pool.uid_to_buffer_id
     for req in reqs:
-        if getattr(req, _SEEN, False) or req.rid.startswith(HEALTH_CHECK_PREFIX):
-            continue
-        setattr(req, _SEEN, True)
-        name, hit, span = lora_name(req.lora_id, refs), req.lora_id in slots, _traced_span(req)
-        runtime.emit(ev.CacheLookup(name, "gpu", hit, req.rid, span is not None))
-        if span is not None:
-            runtime.emit(ev.HostSpanLookup(span, name, "gpu", hit))
+        since = getattr(req, _DEFERRED, None)
+        if since:
+            setattr(req, _DEFERRED, 0.0)
+            setattr(req, _REFUSED_AT, since)
+            runtime.emit(ev.AdmissionWaited(lora_name(req.lora_id, refs), time.perf_counter() - since))
+        if not getattr(req, _SEEN, False) and not req.rid.startswith(HEALTH_CHECK_PREFIX):
+            _lookup(req, refs, req.lora_id in slots)
 
 
 def _traced_span(req: Any) -> Any:
@@ -68,19 +107,33 @@ def _traced_span(req: Any) -> Any:
     return getattr(context.thread_context, "thread_span", None)
 
 
+def _record(scheduler: Any, batch: Any) -> None:
+    """With overlap loading the pool sees load sets, not forward batches: record the batch here."""
+    pool, refs = _manager(scheduler).memory_pool, _manager(scheduler).lora_refs
+    ordered = sorted({r.lora_id for r in batch.reqs}, key=lambda uid: (uid is not None, uid or ""))
+    runtime.emit(ev.PoolBatch(time.time(), tuple(lora_name(uid, refs) for uid in ordered), pool_settings(pool)))
+
+
 def _on_batch(self: Any, batch: Any) -> None:
-    if not self.enable_lora:
+    if not self.enable_lora or not batch.reqs:
+        return  # idle batches (DP attention) and batches without requests ran no adapter
+    mode = batch.forward_mode
+    if mode.is_prebuilt():  # PD decode: requests arrive prefilled; their adapter runs from the next step
+        _first_scheduled(self, batch.reqs)
         return
     distinct = len({r.lora_id for r in batch.reqs})
     _batches[distinct] = _batches.get(distinct, 0) + 1
-    if batch.forward_mode.is_extend():
-        _gpu_lookups(self, batch.reqs)
+    if mode.is_extend():
+        _first_scheduled(self, batch.reqs)
+    if self.enable_lora_overlap_loading and runtime.get().config.access_log is not None:
+        _record(self, batch)
     now = time.monotonic()
     if now - _state["last_flush"] >= FLUSH_INTERVAL_S:
         _flush(self, batch, now)
 
 
-@hook("scheduler_run_batch", f"{SCHEDULER}.run_batch", "BEFORE")
+@hook("scheduler_run_batch", f"{SCHEDULER}.run_batch", "BEFORE",
+      loses='cache_lookups_total{tier="gpu"}, batch_adapters, admission_wait_seconds, the routing gauges')
 def run_batch(self: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
     if reporting_rank():
         safely("scheduler_run_batch", _on_batch, self, batch)
@@ -91,17 +144,86 @@ def _on_idle(self: Any) -> None:
         _flush(self, None, time.monotonic())
 
 
-@hook("scheduler_idle", f"{SCHEDULER}.on_idle", "AFTER")
+@hook("scheduler_idle", f"{SCHEDULER}.on_idle", "AFTER",
+      loses="routing gauges returning to 0 when the scheduler idles")
 def on_idle(result: Any, self: Any, *args: Any, **kwargs: Any) -> None:
     if _state["busy"] and reporting_rank():
         safely("scheduler_idle", _on_idle, self)
 
 
-def _deferred(self: Any, req: Any) -> None:
-    runtime.emit(ev.AdmissionDeferred(lora_name(req.lora_id, _manager(self).lora_refs)))
+def _admission_lookup(scheduler: Any, req: Any, running_loras: Any) -> None:
+    """Overlap loading: the request's first admission check is its gpu lookup."""
+    if req.rid.startswith(HEALTH_CHECK_PREFIX):
+        return
+    manager = _manager(scheduler)
+    uid = req.lora_id
+    held = uid in manager.memory_pool.uid_to_buffer_id and uid not in manager.pending_lora_load_events
+    _lookup(req, manager.lora_refs, uid in running_loras or held)
 
 
-@hook("scheduler_admission", f"{SCHEDULER}.can_schedule_lora_req", "AFTER")
-def can_schedule_lora_req(ok: bool, self: Any, req: Any, *args: Any, **kwargs: Any) -> None:
-    if not ok and reporting_rank():
-        safely("scheduler_admission", _deferred, self, req)
+def _refused(scheduler: Any, req: Any) -> None:
+    setattr(req, _DEFERRED, time.perf_counter())
+    drainer = scheduler.lora_drainer
+    reason = "drain" if drainer is not None and not drainer.can_schedule(req) else "slot"
+    runtime.emit(ev.AdmissionDeferred(lora_name(req.lora_id, _manager(scheduler).lora_refs), reason))
+
+
+@hook("scheduler_admission", f"{SCHEDULER}.can_schedule_lora_req", "AROUND",
+      loses="admission_deferrals_total; gpu lookups with --enable-lora-overlap-loading")
+def can_schedule_lora_req(original: Any, self: Any, req: Any, running_loras: Any, *args: Any, **kwargs: Any) -> bool:
+    """Called for every waiting request on every scheduling pass: a request already looked up
+    and already refused costs two attribute reads."""
+    reports = reporting_rank()
+    if reports and getattr(self, "enable_lora_overlap_loading", False) and not getattr(req, _SEEN, False):
+        safely("scheduler_admission", _admission_lookup, self, req, running_loras)
+    ok = original(self, req, running_loras, *args, **kwargs)
+    if not ok and reports and getattr(req, _DEFERRED, None) is None:
+        safely("scheduler_admission", _refused, self, req)
+    return ok
+
+
+def _phases_of(reqs: tuple, names: dict, slot_loads: dict) -> None:
+    """Each request of a prefill batch whose prefill is done, with SGLang's timestamps and ours.
+    Runs on the publisher thread (see :func:`_prefilled`); SGLang has set these timestamps for good."""
+    for req in reqs:
+        stats = req.time_stats
+        if getattr(req, _PHASED, False) or not stats.prefill_finished_time:
+            continue  # reported already, or a chunk of a longer prompt
+        setattr(req, _PHASED, True)
+        if req.rid.startswith(HEALTH_CHECK_PREFIX):
+            continue
+        missed, uid = getattr(req, _MISSED, False), req.lora_id
+        runtime.emit(ev.RequestPhases(
+            names[uid], req.rid, (not missed) if getattr(req, _SEEN, False) else None, stats.wait_queue_entry_time,
+            getattr(req, _REFUSED_AT, 0.0), stats.forward_entry_time, stats.prefill_finished_time,
+            slot_loads.get(uid, 0.0) if missed else 0.0, _traced_span(req)))
+
+
+def _prefilled(scheduler: Any, batch: Any) -> None:
+    """A prefill batch's results are in: its requests' phases are read and rendered later, on the
+    publisher thread, so the scheduler's loop pays per batch, not per request. The batch's adapter
+    names and slot-load times are taken now (an adapter may be unloaded, a slot reloaded, before
+    then). When the host traces requests itself (``--enable-trace``) it is done now: its spans of
+    the requests must get the phases while they are open."""
+    if not (scheduler.enable_lora and batch.forward_mode.is_extend()
+            and getattr(scheduler.disaggregation_mode, "value", "null") == "null"):
+        return
+    reqs = tuple(batch.reqs)
+    if not reqs:
+        return
+    refs = _manager(scheduler).lora_refs
+    names = {uid: lora_name(uid, refs) for uid in {req.lora_id for req in reqs}}
+    if _traced_span(reqs[0]) is None:
+        runtime.defer(functools.partial(safely, "scheduler_prefilled", _phases_of, reqs, names,
+                                        dict(last_slot_load_s)))
+    else:
+        _phases_of(reqs, names, last_slot_load_s)
+
+
+@hook("scheduler_prefilled", f"{SCHEDULER}.process_batch_result", "AFTER",
+      loses="ttft_phase_seconds of the scheduler's phases (queue, admission, slot_load, prefill)")
+def process_batch_result(result: Any, self: Any, batch: Any, *args: Any, **kwargs: Any) -> None:
+    """Runs once per forward batch; only prefill batches of a server that is not a PD prefill
+    server (whose requests finish elsewhere) are looked at."""
+    if reporting_rank():
+        safely("scheduler_prefilled", _prefilled, self, batch)

@@ -96,13 +96,14 @@ class AccessLogSink:
     def _batch(self, e: ev.PoolBatch) -> None:
         if e.pool != self.pool:
             self.pool = e.pool
-            self.appender.add(Pool(e.time, self._dp(), e.pool.slots, e.pool.policy, e.pool.slot_bytes))
+            self.appender.add(Pool(e.time, self._dp(), e.pool.slots, e.pool.policy, e.pool.slot_bytes,
+                                   dict(e.pool.priorities)))
         counts = tuple(self.first_scheduled.pop(name, 0) for name in e.adapters) if self.first_scheduled else \
             (0,) * len(e.adapters)
         self.appender.add(Batch(e.time, self._dp(), e.adapters, counts))
 
     def _residency(self, e: ev.Residency) -> None:
-        if e.tier != "host":
+        if e.tier != "host" or e.memory_only:
             return
         self.appender.add(Load(time.time(), self._dp(), e.lora_name, e.pinned) if e.resident else
                           Unload(time.time(), self._dp(), e.lora_name))

@@ -130,14 +130,16 @@ class LogSink:
 
     def _unloaded(self, event: ev.AdapterUnloaded) -> None:
         self.log.info("lora.adapter.unloaded", lora_name=event.lora_name, reason=event.reason,
-                      duration_s=round(event.seconds, 6))
+                      duration_s=None if event.seconds is None else round(event.seconds, 6))
 
     def _slot_loaded(self, event: ev.SlotLoaded) -> None:
+        reuse = {} if event.since_eviction_s is None else {
+            "since_eviction_s": round(event.since_eviction_s, 6), "thrash": event.thrash}
         self.log.info("lora.pool.slot_loaded", lora_name=event.lora_name, slot=event.slot,
-                      duration_s=round(event.seconds, 6))
+                      duration_s=None if event.seconds is None else round(event.seconds, 6), **reuse)
 
     def _evicted(self, event: ev.SlotEvicted) -> None:
-        self.log.info("lora.pool.evicted", lora_name=event.lora_name, slot=event.slot)
+        self.log.info("lora.pool.evicted", lora_name=event.lora_name, slot=event.slot, incoming=event.incoming)
 
     def _rejected(self, event: ev.RequestRejected) -> None:
         self.log.warning("lora.request.rejected", lora_name=_name(event.requested), error=_name(event.error))

@@ -6,9 +6,10 @@ in its own thread, so a collector that is down or hanging never slows a request:
 queue, and past the queue's size they are dropped. Events carry their duration, so each span
 is created after the fact with its real start time.
 
-A request's spans (``lora.request`` in the tokenizer process with the host-tier result,
-``lora.request.schedule`` in the scheduler with the gpu-tier result) share one trace id
-derived from SGLang's request id, so a trace shows both. When the host traces requests
+A request's spans (``lora.request`` in the tokenizer process with the host-tier result and the
+host_load phase, ``lora.request.schedule`` in the scheduler with the gpu-tier result and the
+scheduler's phases, made when the request's prefill is done) share one trace id derived from
+SGLang's request id, so a trace shows both. When the host traces requests
 itself (SGLang's ``--enable-trace``), :class:`HostSpanAnnotator` puts the same attributes on
 the host's spans of the request instead, and these two spans of ours are not made.
 """
@@ -43,8 +44,8 @@ def make_tracer() -> Any:
     return provider.get_tracer("lora_telemetry", __version__)
 
 
-def _ns_ago(seconds: float | None) -> tuple[int, int]:
-    end = time.time_ns()
+def _ns_ago(seconds: float | None, ended_ago: float = 0.0) -> tuple[int, int]:
+    end = time.time_ns() - int(ended_ago * 1e9)
     return end - int((seconds or 0.0) * 1e9), end
 
 
@@ -63,6 +64,10 @@ def _result(hit: bool | None) -> str | None:
     return None if hit is None else ("hit" if hit else "miss")
 
 
+def phase_attributes(phases: dict[str, float]) -> dict[str, float]:
+    return {f"lora.phase.{phase}": seconds for phase, seconds in phases.items()}
+
+
 class HostSpanAnnotator:
     """Adds the adapter and its cache results to the host's own spans of a request.
 
@@ -70,15 +75,21 @@ class HostSpanAnnotator:
     """
 
     def __init__(self) -> None:
-        self.handlers = {ev.RequestSpanClosing: self._closing, ev.HostSpanLookup: self._lookup}
+        self.handlers = {ev.RequestSpanClosing: self._closing, ev.HostSpanLookup: self._lookup,
+                         ev.RequestPhases: self._phases}
 
     def _closing(self, e: ev.RequestSpanClosing) -> None:
         e.attributes["lora.name"] = e.lora_name
         if e.host_hit is not None:
             e.attributes["lora.cache.host"] = _result(e.host_hit)
+        e.attributes.update(phase_attributes(e.phases))
 
     def _lookup(self, e: ev.HostSpanLookup) -> None:
         e.span.set_attributes({"lora.name": e.lora_name, f"lora.cache.{e.tier}": _result(e.hit)})
+
+    def _phases(self, e: ev.RequestPhases) -> None:
+        if e.span is not None:
+            e.span.set_attributes(phase_attributes(e.phases()))
 
 
 class TraceSink:
@@ -92,14 +103,14 @@ class TraceSink:
             ev.SlotLoaded: self._slot_loaded,
             ev.SlotEvicted: self._evicted,
             ev.RequestFinished: self._request,
-            ev.CacheLookup: self._gpu_lookup,
+            ev.RequestPhases: self._schedule,
         }
 
     def _span(self, name: str, seconds: float | None, attributes: dict[str, Any], error: str | None = None,
-              context: Any = None) -> None:
+              context: Any = None, ended_ago: float = 0.0) -> None:
         from opentelemetry.trace import Status, StatusCode
 
-        start, end = _ns_ago(seconds)
+        start, end = _ns_ago(seconds, ended_ago)
         span = self.tracer.start_span(name, context=context, start_time=start,
                                       attributes={k: v for k, v in attributes.items() if v is not None})
         if error is not None:
@@ -126,13 +137,15 @@ class TraceSink:
             return
         self._span("lora.request", e.e2e_s, {
             "lora.name": e.lora_name, "lora.cache.host": _result(e.host_hit), "lora.outcome": e.outcome,
-            "sglang.rid": e.rid,
+            "sglang.rid": e.rid, **phase_attributes(e.phases()),
             "gen_ai.usage.input_tokens": e.prompt_tokens, "gen_ai.usage.output_tokens": e.generation_tokens},
             context=request_context(e.rid))
 
-    def _gpu_lookup(self, e: ev.CacheLookup) -> None:
-        if e.tier != "gpu" or e.rid is None or e.host_traced:
-            return
-        self._span("lora.request.schedule", 0.0, {"lora.name": e.lora_name, "lora.cache.gpu": _result(e.hit),
-                                                  "sglang.rid": e.rid},
-                   context=request_context(e.rid))
+    def _schedule(self, e: ev.RequestPhases) -> None:
+        if e.span is not None:
+            return  # the host's own span of the request carries the phases
+        phases = e.phases()
+        self._span("lora.request.schedule", sum(phases.values()),
+                   {"lora.name": e.lora_name, "lora.cache.gpu": _result(e.gpu_hit), "sglang.rid": e.rid,
+                    **phase_attributes(phases)},
+                   context=request_context(e.rid), ended_ago=max(0.0, time.perf_counter() - e.prefilled))

@@ -83,14 +83,15 @@ def engine_kwargs(root: str | Path, **overrides: Any) -> dict[str, Any]:
     return {**_settings(TestBed(Path(root))), **overrides}
 
 
-def server_flags(root: str | Path, extra: list[str] | None = None) -> list[str]:
-    """``sglang.launch_server`` flags for the test bed; ``extra`` flags win over defaults."""
+def server_flags(root: str | Path, extra: list[str] | None = None, warmup: bool = False) -> list[str]:
+    """``sglang.launch_server`` flags for the test bed; ``extra`` flags win over defaults. The test
+    bed skips SGLang's warm-up request unless ``warmup``."""
     extra = list(extra or [])
     given = {arg.split("=", 1)[0] for arg in extra if arg.startswith("--")}
     flags: list[str] = []
     for key, value in _settings(TestBed(Path(root))).items():
         flag = "--" + key.replace("_", "-")
-        if flag in given:
+        if flag in given or (warmup and key == "skip_server_warmup"):
             continue
         if value is True:
             flags.append(flag)

@@ -74,11 +74,28 @@ def _unpinned_torch() -> types.ModuleType:
     return view
 
 
+def _without_pynccl() -> None:
+    """Tensor parallelism: SGLang asks for an NCCL communicator in every model-parallel group
+    unless told otherwise; on a CPU its groups fall back to gloo, which is all they need."""
+    from sglang.srt.distributed import parallel_state
+
+    original = parallel_state.init_model_parallel_group
+
+    @functools.wraps(original)
+    def init_model_parallel_group(*args: Any, **kwargs: Any) -> Any:
+        kwargs["use_pynccl"] = False
+        return original(*args, **kwargs)
+
+    parallel_state.init_model_parallel_group = init_model_parallel_group
+
+
 def apply() -> None:
     """Entry point ``lora_telemetry_testbed``: a no-op unless the test bed is wanted."""
     if not wanted():
         return
     import torch
+
+    _without_pynccl()
 
     torch.Tensor.pin_memory = lambda self, *a, **k: self  # type: ignore[method-assign]
     view = _unpinned_torch()

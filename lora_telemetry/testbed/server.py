@@ -62,9 +62,10 @@ class TestBedServer:
         env: dict[str, str] | None = None,
         log_path: str | Path | None = None,
         port: int | None = None,
+        warmup: bool = False,
     ) -> None:
         self.chosen_port = port is None
-        self.base_flags = server_flags(root, extra_flags)
+        self.base_flags = server_flags(root, extra_flags, warmup)
         self._use_port(port or free_port())
         self.env = cpu_compat.prepare_environment({**os.environ, **(env or {})})
         self.env.pop("LORA_TELEMETRY_STATE_DIR", None)  # a new server is a run of its own

@@ -69,3 +69,10 @@ def test_bytes_that_are_not_utf8_are_refused_with_their_line(tmp_path):
     path.write_bytes(b"B 1.000 0 qa\nB 1.100 0 \xff\xfe\n")
     with pytest.raises(RecordingError, match="line 2 .*not UTF-8"):
         list(read(path))
+
+
+def test_a_pool_with_priorities_keeps_them_through_its_line():
+    pool = Pool(1.0, 0, 4, "priority", 1024, {"qa": 5, "odd name=": -2})
+    line = format_record(pool)
+    assert line == "S 1.000 0 4 priority 1024 odd%20name%3D=-2 qa=5"
+    assert parse_line(line) == pool

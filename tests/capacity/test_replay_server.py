@@ -85,8 +85,11 @@ def _replayed(records) -> PoolSimulator:
 def test_replay_gives_the_servers_slot_loads_and_evictions_per_adapter(run, request):
     records, metrics, _, _ = request.getfixturevalue(run)
     replay = _replayed(records)
-    assert dict(replay.slot_loads) == metrics.by("sglang_lora_pool_slot_loads_total", "lora_name")
-    assert dict(replay.evictions) == metrics.by("sglang_lora_pool_evictions_total", "lora_name")
+    def nonzero(counts: dict) -> dict:
+        return {k: v for k, v in counts.items() if v}
+
+    assert nonzero(replay.slot_loads) == nonzero(metrics.by("sglang_lora_pool_slot_loads_total", "lora_name"))
+    assert nonzero(replay.evictions) == nonzero(metrics.by("sglang_lora_pool_evictions_total", "lora_name"))
     assert sum(replay.evictions.values()) >= 5  # the pool really was contended
 
 
@@ -94,8 +97,10 @@ def test_replay_gives_the_servers_slot_loads_and_evictions_per_adapter(run, requ
 def test_replay_gives_the_servers_gpu_hits_and_misses_per_adapter(run, request):
     records, metrics, sent, _ = request.getfixturevalue(run)
     replay = _replayed(records)
-    assert dict(replay.hits) == metrics.by("sglang_lora_cache_lookups_total", "lora_name", tier="gpu", result="hit")
-    assert dict(replay.misses) == metrics.by("sglang_lora_cache_lookups_total", "lora_name", tier="gpu", result="miss")
+    for result, replayed in (("hit", replay.hits), ("miss", replay.misses)):
+        # The server shows an adapter's hit and miss series from its first lookup on, at 0 if need be.
+        counted = metrics.by("sglang_lora_cache_lookups_total", "lora_name", tier="gpu", result=result)
+        assert {k: v for k, v in replayed.items() if v} == {k: v for k, v in counted.items() if v}, result
     assert replay.hits + replay.misses == sent
 
 

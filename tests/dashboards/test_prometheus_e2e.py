@@ -96,8 +96,9 @@ def test_promtool_check_metrics_finds_nothing_in_our_series(run):
 
 
 def test_dashboard_picture_can_be_drawn_from_the_run(run, tmp_path):
-    from tests.dashboards.picture import draw
+    from tests.dashboards.picture import draw, draw_latency
 
     out = Path(os.environ.get("LORA_TELEMETRY_DASHBOARD_PNG", tmp_path / "dashboard.png"))
     draw(run[0], out)
-    assert out.stat().st_size > 10_000
+    draw_latency(run[0], out.with_name("latency.png"))
+    assert out.stat().st_size > 10_000 and out.with_name("latency.png").stat().st_size > 10_000

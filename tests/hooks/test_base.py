@@ -13,6 +13,8 @@ from tests.conftest import lora_paths, metrics_when, post, running_server
 pytestmark = pytest.mark.server
 NAMES = ["qa", "sql", None, "chat", "code", "qa", "sql", "chat"]
 HIDDEN = "sglang.srt.managers.scheduler.Scheduler.can_schedule_lora_req"
+# In the faulty run priorities are asked for where SGLang (as far as we can tell) cannot take them.
+NO_POLICY_FACTORY = "sglang.srt.lora.eviction_policy.get_eviction_policy"
 # Every hook raises, except the one that puts our series on /metrics (we read the counts there).
 FAULTY = sorted({spec.name for spec in DECLARED} - {"http_metrics", "scheduler_admission"})
 
@@ -60,12 +62,16 @@ def runs(bed, tmp_path_factory):
             switch.write_text("")
             turns[hook] = (traffic, _errors(server).get(hook, 0) - before.get(hook, 0))
         results["turns"] = turns
-    env = {"LORA_TELEMETRY_FAULT_HOOKS": ",".join(FAULTY), "LORA_TELEMETRY_HIDE_TARGETS": HIDDEN}
-    with running_server(bed, flags, env=env, tmp=tmp_path_factory.mktemp("faulty")) as server:
+    faulty_tmp = tmp_path_factory.mktemp("faulty")
+    (faulty_tmp / "priorities.json").write_text('{"qa": 1}')
+    env = {"LORA_TELEMETRY_FAULT_HOOKS": ",".join(FAULTY),
+           "LORA_TELEMETRY_HIDE_TARGETS": f"{HIDDEN},{NO_POLICY_FACTORY}",
+           "LORA_TELEMETRY_PRIORITIES": str(faulty_tmp / "priorities.json")}
+    with running_server(bed, flags, env=env, tmp=faulty_tmp) as server:
         server.math = str(bed.adapters()["math"])
         traffic = _traffic(server)
         time.sleep(1)
-        results["faulty"] = (traffic, metrics_when(server, lambda m: True), server.log_tail(400))
+        results["faulty"] = (traffic, metrics_when(server, lambda m: True), server.log_path.read_text())
     return results
 
 
@@ -96,8 +102,17 @@ def test_each_failing_hook_counts_its_errors(runs):
 def test_a_missing_target_disables_only_its_hook(runs):
     active = runs["faulty"][1].by("sglang_lora_telemetry_hooks_active", "hook")
     assert active["scheduler_admission"] == 0
-    assert all(v == 1 for k, v in active.items() if k != "scheduler_admission")
+    assert all(v == 1 for k, v in active.items() if k not in ("scheduler_admission", "eviction_priority"))
     assert "hook scheduler_admission disabled, target missing" in runs["faulty"][2]
+
+
+def test_priorities_that_this_sglang_cannot_take_are_refused_once_and_serving_goes_on(runs):
+    active, log = runs["faulty"][1].by("sglang_lora_telemetry_hooks_active", "hook"), runs["faulty"][2]
+    assert active["eviction_priority"] == 0
+    assert log.count("refused: this SGLang has no") == 1
+    assert f"lora_telemetry: adapter priorities (LORA_TELEMETRY_PRIORITIES, a plan's priorities, " \
+           f"LoRAEngine(priorities=...)) refused: this SGLang has no {NO_POLICY_FACTORY}" in log
+    assert all(status == 200 for status, _ in runs["faulty"][0])
 
 
 def test_failures_are_logged_once_per_hook(runs):

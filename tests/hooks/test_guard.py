@@ -70,3 +70,19 @@ def test_injected_faults_are_counted_per_hook(monkeypatch, tmp_path):
         _call(spec)
     assert runtime.get().store.get("sglang_lora_telemetry_errors_total", ("pool_slot_copy",)) == 3
     runtime.reset()
+
+
+def test_a_failure_on_a_rank_that_does_not_count_is_logged_not_counted(monkeypatch, tmp_path):
+    """The other TP ranks of a replica fail alike: the replica counts the failure once."""
+    from lora_telemetry.hooks import ranks
+
+    monkeypatch.setenv("LORA_TELEMETRY_LOG_FILE", str(tmp_path / "log"))
+    runtime.reset()
+    monkeypatch.setattr(base, "_faults", [frozenset({"pool_slot_copy"})])
+    ranks.set_reporting_rank(False)
+    try:
+        _call(next(s for s in DECLARED if s.name == "pool_slot_copy"))
+        assert runtime.get().store.get("sglang_lora_telemetry_errors_total", ("pool_slot_copy",)) is None
+    finally:
+        ranks._reporting.clear()
+        runtime.reset()

@@ -3,19 +3,17 @@ reloads, and memory by tier compared to the byte with sizes computed from the fi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from safetensors import safe_open
 
 from lora_telemetry.testbed.model import ALL_PROJECTIONS, AdapterSpec, make_adapter
+from tests.adapter_sizes import host_bytes, pool_capacity
 from tests.conftest import generate, lora_paths, metrics_when, post, running_server
 
 pytestmark = pytest.mark.server
 SLOTS = 3
 MAX_LOADED = 4
-FLOAT32 = 4
 
 
 @pytest.fixture(scope="module")
@@ -25,36 +23,6 @@ def server(bed, tmp_path_factory):
              *lora_paths(bed, ["qa", "sql"])]
     with running_server(bed, flags, probe=True, tmp=tmp) as server:
         yield server
-
-
-def host_bytes(adapter: Path, model: Path) -> int:
-    """What SGLang holds for an adapter: its tensors, plus a zero-filled k projection when an
-    adapter targets q but not k (SGLang stacks q, k, v into one qkv projection)."""
-    config = json.loads((model / "config.json").read_text())
-    targets = set(json.loads((adapter / "adapter_config.json").read_text())["target_modules"])
-    total = 0
-    with safe_open(adapter / "adapter_model.safetensors", "pt") as tensors:
-        for key in tensors.keys():
-            total += tensors.get_slice(key).get_shape()[0] * tensors.get_slice(key).get_shape()[1] * FLOAT32
-    if "q_proj" in targets and "k_proj" not in targets:
-        rank = json.loads((adapter / "adapter_config.json").read_text())["r"]
-        kv_dim = config["hidden_size"] // config["num_attention_heads"] * config["num_key_value_heads"]
-        total += config["num_hidden_layers"] * (rank * config["hidden_size"] + kv_dim * rank) * FLOAT32
-    return total
-
-
-def pool_capacity(model: Path, slots: int, max_rank: int) -> int:
-    """Slot buffers at max rank for the seven projections (q/k/v and gate/up stacked)."""
-    c = json.loads((model / "config.json").read_text())
-    hidden, inter, layers = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"]
-    kv_dim = hidden // c["num_attention_heads"] * c["num_key_value_heads"]
-    per_layer = (
-        3 * max_rank * hidden + (hidden + 2 * kv_dim) * max_rank  # qkv_proj: A, B
-        + max_rank * hidden + hidden * max_rank  # o_proj
-        + 2 * max_rank * hidden + 2 * inter * max_rank  # gate_up_proj
-        + max_rank * inter + hidden * max_rank  # down_proj
-    )
-    return slots * layers * per_layer * FLOAT32
 
 
 def load(server, name: str, path: Path | str, pinned: bool = False) -> tuple[int, dict]:

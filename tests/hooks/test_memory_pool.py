@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,13 @@ from tests.pool_model import BASE, PoolModel
 
 pytestmark = pytest.mark.server
 ADAPTERS = ["qa", "sql", "chat", "code", "math", "legal"]
-# The sequence of the pool walk-through: refills, hits, repeated evictions, an unload, a reload.
-SEQUENCE = ["qa", "sql", "chat", "chat", "code", "math", "chat", "legal", "code", "code", "unload:math", "math"]
+# The sequence of the pool walk-through: refills, hits, repeated evictions, a pause longer than the
+# thrash window, an unload, a reload.
+SEQUENCE = ["qa", "sql", "chat", "chat", "code", "math", "chat", "pause", "legal", "code", "code", "unload:math",
+            "math"]
+# A step (request, then scrapes until the counts settle) takes up to a second on a loaded machine: a victim
+# is back within 4.5 s (four steps), or after the pause.
+THRASH_WINDOW_S, PAUSE_S = 6.0, 10.0
 
 
 def _sglang_state(tmp: Path) -> dict:
@@ -25,8 +31,14 @@ def _walk(bed, tmp: Path, policy: str) -> None:
     flags = ["--max-loras-per-batch", "3", "--lora-eviction-policy", policy, *lora_paths(bed, ADAPTERS)]
     model = PoolModel(slots=3, policy=policy)
     hits, misses, loads, evictions = Counter(), Counter(), Counter({BASE: 1}), Counter()
-    with running_server(bed, flags, probe=True, tmp=tmp) as server:
+    evicted_during: dict[str, tuple[float, float]] = {}  # victim -> (start, end) of the request that evicted it
+    reuses: dict[str, list[tuple[float, float]]] = defaultdict(list)  # bounds of each reuse time
+    env = {"LORA_TELEMETRY_THRASH_WINDOW_S": str(THRASH_WINDOW_S)}
+    with running_server(bed, flags, probe=True, tmp=tmp, env=env) as server:
         for step, action in enumerate(SEQUENCE, 1):
+            if action == "pause":
+                time.sleep(PAUSE_S)
+                continue
             if action.startswith("unload:"):
                 name = action.split(":", 1)[1]
                 status, _ = post(server, "/unload_lora_adapter", {"lora_name": name})
@@ -34,7 +46,14 @@ def _walk(bed, tmp: Path, policy: str) -> None:
                 model.unload(name)
                 continue
             hit, victim = model.request(action)
+            start = time.monotonic()
             generate(server, action, tokens=2)
+            end = time.monotonic()
+            if not hit and action in evicted_during:
+                evicted_at = evicted_during.pop(action)
+                reuses[action].append((start - evicted_at[1], end - evicted_at[0]))
+            if victim:
+                evicted_during[victim] = (start, end)
             (hits if hit else misses)[action] += 1
             if not hit:
                 loads[action] += 1
@@ -60,6 +79,19 @@ def _walk(bed, tmp: Path, policy: str) -> None:
             assert metrics.total("sglang_lora_pool_slots", state="used") == len(model.resident)
             assert metrics.total("sglang_lora_pool_slots", state="free") == 3 - len(model.resident)
     assert sum(evictions.values()) >= 6  # the walk really exercised eviction
+    _check_reuses(metrics, reuses)
+
+
+def _check_reuses(metrics, reuses: dict[str, list[tuple[float, float]]]) -> None:
+    """Each reuse time lies between the two requests' bounds; thrash reloads are those inside the window."""
+    thrash = {name: sum(1 for low, high in spans if high <= THRASH_WINDOW_S) for name, spans in reuses.items()}
+    for name, spans in reuses.items():
+        assert all(high <= THRASH_WINDOW_S or low > THRASH_WINDOW_S for low, high in spans), spans  # unambiguous
+        assert metrics.total("sglang_lora_pool_reuse_seconds_count", lora_name=name) == len(spans), name
+        total = metrics.total("sglang_lora_pool_reuse_seconds_sum", lora_name=name)
+        assert sum(low for low, _ in spans) <= total <= sum(high for _, high in spans), (name, total, spans)
+    assert metrics.by("sglang_lora_pool_thrash_reloads_total", "lora_name") == {n: c for n, c in thrash.items() if c}
+    assert 0 < sum(thrash.values()) < sum(map(len, reuses.values()))  # some reloads were thrash, some not
 
 
 def test_lru_pool_follows_the_lru_rule_request_by_request(bed, tmp_path):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections import Counter
 
 import pytest
 
@@ -17,8 +19,10 @@ SLOTS = 3
 @pytest.fixture(scope="module")
 def server(bed, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("scheduler")
+    refused = tmp / "refused.json"
     with running_server(bed, ["--max-loras-per-batch", str(SLOTS), *lora_paths(bed, ["qa", "sql", "chat", "code"])],
-                        tmp=tmp) as server:
+                        env={"SGLANG_ADMISSION_PROBE_FILE": str(refused)}, probe=True, tmp=tmp) as server:
+        server.refused = refused
         yield server
 
 
@@ -62,10 +66,19 @@ def test_requests_info_lists_running_and_waiting_adapters_in_flight(server):
     assert not any(m.by("sglang_lora_requests_waiting", "lora_name").values())
 
 
-def test_admission_deferrals_are_counted_for_adapters_that_waited(server):
-    m = Metrics.fetch(server.url)
-    deferred = m.by("sglang_lora_admission_deferrals_total", "lora_name")
-    assert sum(deferred.values()) > 0 and set(deferred) <= {"qa", "sql", "chat", "code"}
+def test_each_deferred_request_is_counted_once_with_its_wait(server):
+    """Against the requests SGLang's admission check refused, read by a probe plugin of its own."""
+    threads = [threading.Thread(target=_long, args=(server, name, 60)) for name in ("qa", "sql", "chat", "code") * 2]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    refused = Counter(json.loads(server.refused.read_text()).values())
+    m = metrics_when(server, lambda m: m.by("sglang_lora_admission_deferrals_total", "lora_name") == refused)
+    assert m.by("sglang_lora_admission_deferrals_total", "lora_name", reason="slot") == refused
+    assert sum(refused.values()) >= 2  # three slots for four adapters: requests waited
+    assert m.by("sglang_lora_admission_wait_seconds_count", "lora_name") == refused  # each one was scheduled
+    assert 0 < m.total("sglang_lora_admission_wait_seconds_sum") < 300
 
 
 def test_batches_record_their_distinct_adapters(server):

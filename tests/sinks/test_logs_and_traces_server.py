@@ -8,9 +8,11 @@ import socket
 import statistics
 import threading
 import time
+import urllib.request
 
 import pytest
 
+from lora_telemetry.events import PHASES
 from lora_telemetry.scrape import Metrics
 from lora_telemetry.testbed.server import free_port
 from tests.conftest import generate, lora_paths, metrics_when, post, running_server
@@ -39,6 +41,44 @@ def _latencies(server, count: int = 30) -> list[float]:
     return out
 
 
+
+
+def _streamed(server, rid: str, adapter: str | None) -> tuple[float, float]:
+    """A streaming request: (seconds to its first chunk as the client sees it, and as SGLang sees it:
+    from its arrival to handing that chunk on, by SGLang's own timestamps in the meta_info)."""
+    body = {"text": f"where did the time go {rid}", "lora_path": adapter, "rid": rid, "stream": True,
+            "sampling_params": {"max_new_tokens": 3, "temperature": 0}}
+    request = urllib.request.Request(server.url + "/generate", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    start, first, raw = time.perf_counter(), None, b""
+    with urllib.request.urlopen(request, timeout=120) as response:
+        while data := response.read1(65536):  # returns what has arrived; readline would wait for more
+            first = first or (time.perf_counter() - start if b"data:" in data else None)
+            raw += data
+    chunks = [json.loads(line[5:]) for line in raw.split(b"\n") if line.startswith(b"data:") and b"[DONE]" not in line]
+    meta = chunks[0]["meta_info"]
+    return first, meta["response_sent_to_client_ts"] - chunks[-1]["meta_info"]["request_received_ts"]
+
+
+def _phase_traffic(server) -> dict[str, tuple[float, float]]:
+    """Four clients, five adapters on three slots: sql (unloaded earlier) is reloaded and code loaded
+    on demand on first request, and requests wait for slots. rid -> TTFT (client's, SGLang's)."""
+    adapters = ("qa", "sql", "chat", "code", None)
+    ttft: dict[str, tuple[float, float]] = {}
+
+    def client(k: int) -> None:
+        for i in range(6):
+            rid = f"phase-{k}-{i}"
+            ttft[rid] = _streamed(server, rid, adapters[(k + i) % len(adapters)])
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return ttft
+
+
 @pytest.fixture(scope="module")
 def runs(bed, tmp_path_factory):
     flags = ["--max-loras-per-batch", "3", *lora_paths(bed, ["qa", "sql"])]
@@ -53,10 +93,18 @@ def runs(bed, tmp_path_factory):
     receiver = Receiver()
     tmp = tmp_path_factory.mktemp("traces")
     env = {"LORA_TELEMETRY_TRACES": "on", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-           "OTEL_SERVICE_NAME": "lora-test", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+           "OTEL_SERVICE_NAME": "lora-test", "OTEL_BSP_SCHEDULE_DELAY": "200",
+           "LORA_TELEMETRY_ADAPTER_DIR": str(bed.root / "adapters")}
     with running_server(bed, flags, env=env, tmp=tmp) as server:
         _sequence(server, bed, tmp)
         time.sleep(2)
+        sequence_spans = len(receiver.spans)
+        ttft = _phase_traffic(server)
+        metrics = metrics_when(server, lambda m: m.total("sglang_lora_ttft_phase_seconds_count", phase="prefill")
+                               == m.total("sglang_lora_requests_total", outcome="finished"))
+        time.sleep(2)
+        out["phases"] = (ttft, receiver.spans[sequence_spans:], metrics)
+        del receiver.spans[sequence_spans:]
         out["traces"] = receiver
     receiver.close()
     out["sglang_traces"] = _sglang_traced_run(bed, flags, tmp_path_factory.mktemp("sglang_traces"))
@@ -130,6 +178,7 @@ def test_the_known_sequence_gives_exactly_these_events_per_process(runs):
     failed = next(e for e in lines if e["event"] == "lora.adapter.load_failed")
     assert failed["error"] and failed["trigger"] == "api" and failed["level"] == "warning"
     assert next(e for e in lines if e["event"] == "lora.adapter.unloaded")["reason"] == "api"
+    assert next(e for e in lines if e["event"] == "lora.pool.evicted")["incoming"] == "chat"  # took qa's slot
     assert {e["dp_rank"] for e in lines if e["process"] == "scheduler"} == {0}
 
 
@@ -202,5 +251,51 @@ def test_with_sglang_tracing_the_span_results_equal_the_counters_and_ours_are_no
 
 @pytest.mark.parametrize("collector", ["closed", "hanging"])
 def test_an_unreachable_collector_does_not_slow_requests(runs, collector):
+    """Each run is its own server; on this 2-core machine two servers' medians differ by
+    up to a third with nothing changed. A request waiting on the exporter would wait for its retries
+    (from 1 s) or its timeout (10 s): the bound is far from both and from the noise."""
     off, traced = statistics.median(runs["latency_off"]), statistics.median(runs[f"latency_{collector}"])
-    assert traced / off < 1.3, (off, traced)
+    assert traced - off < 0.25, (off, traced)
+
+
+def _phases_by_rid(spans: list[dict]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for span in spans:
+        if span["name"] in ("lora.request", "lora.request.schedule"):
+            attributes = span["attributes"]
+            out.setdefault(attributes["sglang.rid"], {}).update(
+                {k.removeprefix("lora.phase."): v for k, v in attributes.items() if k.startswith("lora.phase.")})
+            if "lora.cache.gpu" in attributes:
+                out[attributes["sglang.rid"]]["gpu"] = attributes["lora.cache.gpu"]
+    return out
+
+
+def test_the_phases_of_each_request_add_up_to_its_time_to_first_token(runs):
+    """All but http are exactly SGLang's view (arrival to the first chunk handed on); http adds the
+    HTTP server reading and parsing the request before SGLang sees it. The client's TTFT also holds
+    the time before the server's event loop reads the request at all: on two cores, with the
+    scheduler computing on the CPU, 1 ms with one client and 7 to 10 ms with these four."""
+    ttft, spans, _ = runs["phases"]
+    phases = _phases_by_rid(spans)
+    assert set(ttft) <= set(phases)
+    covered = []
+    for rid, (client, server) in ttft.items():
+        assert set(PHASES) <= set(phases[rid]), phases[rid]
+        total = sum(phases[rid][p] for p in PHASES)
+        assert total - phases[rid]["http"] == pytest.approx(server, rel=0.01, abs=0.0005), (rid, phases[rid], server)
+        assert total <= client, (rid, phases[rid], client)
+        covered.append(total / client)
+    print(f"phases cover a median {statistics.median(covered):.1%} of the client's TTFT")
+    assert statistics.median(covered) >= 0.75, sorted(covered)  # 84 to 90% measured on two busy cores
+    # every phase happened to some request, and a slot load is charged exactly to gpu misses
+    assert all(max(phases[rid][p] for rid in ttft) > 0 for p in PHASES), phases
+    assert all((phases[rid]["slot_load"] > 0) == (phases[rid]["gpu"] == "miss") for rid in ttft)
+
+
+def test_the_phase_histograms_count_each_finished_request_once_per_phase(runs):
+    _, spans, metrics = runs["phases"]
+    finished = metrics.total("sglang_lora_requests_total", outcome="finished")
+    for phase in PHASES:
+        assert metrics.total("sglang_lora_ttft_phase_seconds_count", phase=phase) == finished
+    waited = sum(1 for p in _phases_by_rid(spans).values() if p.get("admission", 0) > 0)
+    assert waited == metrics.total("sglang_lora_admission_deferrals_total") > 0

@@ -16,6 +16,9 @@ class LabelGuard:
         self.cap = cap
         self.seen: set[str] = set()
 
+    def known(self, name: str) -> str:
+        return name if name in self.seen or name in _RESERVED else ev.OTHER
+
     def __call__(self, name: str, count_overflow: bool = False) -> str:
         if name in self.seen:
             return name
@@ -42,25 +45,34 @@ class PrometheusSink:
             ev.RequestRejected: self._rejected,
             ev.CacheLookup: self._lookup,
             ev.SlotLoaded: self._slot_loaded,
+            ev.SlotCopied: self._slot_copied,
             ev.SlotEvicted: self._evicted,
             ev.PoolState: self._pool_state,
             ev.BatchComposition: self._batch,
             ev.AdmissionDeferred: self._deferred,
+            ev.AdmissionWaited: self._waited,
             ev.AdapterLoaded: self._loaded,
             ev.AdapterUnloaded: self._unloaded,
             ev.Residency: self._residency,
             ev.RoutingState: self._routing,
             ev.HookFailed: self._hook_failed,
             ev.TelemetryStarted: self._started,
+            ev.ServingRole: self._role,
         }
+        # Rendered within 0.2 s off the thread that emitted them (a request's several phase
+        # observations would cost its hot path more than the rest of its series)
+        self.deferred_handlers = {ev.RequestFinished: self._finished_phases, ev.RequestPhases: self._phases}
         self._lookup_series: set[tuple[str, str, str]] = set()
         self._running: set[str] = set()
         self._waiting: set[str] = set()
         self._host_loaded: set[str] = set()
+        self._versions = ("", "")
 
     def record(self, event: object) -> None:
-        """Render one event (the runtime calls the handlers directly)."""
-        self.handlers[type(event)](event)
+        """Render one event now, deferred handlers included (the runtime calls the handlers itself)."""
+        for handlers in (self.handlers, self.deferred_handlers):
+            if type(event) in handlers:
+                handlers[type(event)](event)
 
     def _admitted(self, e: ev.RequestAdmitted) -> None:
         self.store.inc("sglang_lora_requests_in_flight", (self.label(e.lora_name, True),))
@@ -79,6 +91,20 @@ class PrometheusSink:
         if e.e2e_s is not None:
             s.observe("sglang_lora_e2e_request_latency_seconds", (name,), e.e2e_s)
 
+    def _finished_phases(self, e: ev.RequestFinished) -> None:
+        """Deferred (see ``deferred_handlers``): reads the label guard, never adds to it; the
+        request's other series let its name in or folded it already."""
+        if e.outcome == "finished":
+            name = self.label.known(e.lora_name)
+            for phase, seconds in e.phases().items():
+                self.store.observe("sglang_lora_ttft_phase_seconds", (name, phase), seconds)
+
+    def _phases(self, e: ev.RequestPhases) -> None:
+        """Deferred, like :meth:`_finished_phases` (the request's gpu lookup let its name in)."""
+        name = self.label.known(e.lora_name)
+        for phase, seconds in e.phases().items():
+            self.store.observe("sglang_lora_ttft_phase_seconds", (name, phase), seconds)
+
     def _rejected(self, e: ev.RequestRejected) -> None:
         self.store.inc("sglang_lora_requests_total", (ev.UNKNOWN, "rejected"))
 
@@ -96,7 +122,16 @@ class PrometheusSink:
         self.store.inc("sglang_lora_cache_lookups_total", key)
 
     def _slot_loaded(self, e: ev.SlotLoaded) -> None:
-        self.store.inc("sglang_lora_pool_slot_loads_total", (self.label(e.lora_name),))
+        name = self.label(e.lora_name)
+        self.store.inc("sglang_lora_pool_slot_loads_total", (name,))
+        if e.seconds is not None:
+            self.store.observe("sglang_lora_pool_slot_load_seconds", (), e.seconds)
+        if e.since_eviction_s is not None:
+            self.store.observe("sglang_lora_pool_reuse_seconds", (name,), e.since_eviction_s)
+            if e.thrash:
+                self.store.inc("sglang_lora_pool_thrash_reloads_total", (name,))
+
+    def _slot_copied(self, e: ev.SlotCopied) -> None:
         self.store.observe("sglang_lora_pool_slot_load_seconds", (), e.seconds)
 
     def _evicted(self, e: ev.SlotEvicted) -> None:
@@ -104,17 +139,22 @@ class PrometheusSink:
         self.store.inc("sglang_lora_pool_evictions_total", (name if name in self.seen else self.label(name),))
 
     def _pool_state(self, e: ev.PoolState) -> None:
+        self.store.set("sglang_lora_pool_capacity_bytes", (), e.capacity_bytes)
+        if e.memory_only:
+            return
         self.store.set("sglang_lora_pool_slots", ("used",), e.used)
         self.store.set("sglang_lora_pool_slots", ("free",), e.free)
         self.store.set("sglang_lora_pool_slots", ("pinned",), e.pinned)
-        self.store.set("sglang_lora_pool_capacity_bytes", (), e.capacity_bytes)
 
     def _batch(self, e: ev.BatchComposition) -> None:
         for distinct, batches in e.batches.items():
             self.store.observe("sglang_lora_batch_adapters", (), distinct, batches)
 
     def _deferred(self, e: ev.AdmissionDeferred) -> None:
-        self.store.inc("sglang_lora_admission_deferrals_total", (self.label(e.lora_name),))
+        self.store.inc("sglang_lora_admission_deferrals_total", (self.label(e.lora_name), e.reason))
+
+    def _waited(self, e: ev.AdmissionWaited) -> None:
+        self.store.observe("sglang_lora_admission_wait_seconds", (self.label(e.lora_name),), e.seconds)
 
     def _loaded(self, e: ev.AdapterLoaded) -> None:
         name = self.label(e.lora_name)
@@ -127,10 +167,12 @@ class PrometheusSink:
 
     def _residency(self, e: ev.Residency) -> None:
         name = self.label(e.lora_name)
-        pinned = "true" if e.pinned else "false"
         s = self.store
-        s.set("sglang_lora_adapter_resident", (name, e.tier, pinned), 1 if e.resident else 0)
         s.set("sglang_lora_adapter_memory_bytes", (name, e.tier), e.bytes if e.resident else 0)
+        if e.memory_only:
+            return
+        pinned = "true" if e.pinned else "false"
+        s.set("sglang_lora_adapter_resident", (name, e.tier, pinned), 1 if e.resident else 0)
         if e.tier == "host":
             (self._host_loaded.add if e.resident else self._host_loaded.discard)(e.lora_name)
             s.set("sglang_lora_adapters_loaded", (), len(self._host_loaded))
@@ -145,21 +187,29 @@ class PrometheusSink:
             ("sglang_lora_requests_running", e.running, self._running),
             ("sglang_lora_requests_waiting", e.waiting, self._waiting),
         ):
-            for gone in before - now.keys():
+            counts: dict[str, int] = {}
+            for name, count in now.items():  # names past the label cap add up in __other__
+                label = self.label(name)
+                counts[label] = counts.get(label, 0) + count
+            for gone in before - counts.keys():
                 s.set(family, (gone,), 0)
-            for name, count in now.items():
-                s.set(family, (self.label(name),), count)
+            for label, count in counts.items():
+                s.set(family, (label,), count)
             before.clear()
-            before.update(now)
+            before.update(counts)
         info = "sglang_lora_requests_info"
         labels = (",".join(sorted(e.running)), ",".join(sorted(e.waiting)), str(e.max_lora))
         s.replace(info, labels, e.timestamp)
+
+    def _role(self, e: ev.ServingRole) -> None:
+        self.store.replace("sglang_lora_telemetry_info", (*self._versions, e.role), 1)
 
     def _hook_failed(self, e: ev.HookFailed) -> None:
         self.store.inc("sglang_lora_telemetry_errors_total", (e.hook,))
 
     def _started(self, e: ev.TelemetryStarted) -> None:
-        self.store.set("sglang_lora_telemetry_info", (e.version, e.sglang_version), 1)
+        self._versions = (e.version, e.sglang_version)
+        self.store.replace("sglang_lora_telemetry_info", (*self._versions, "null"), 1)
         self.store.ensure("sglang_lora_telemetry_label_overflow_total", ())
         for hook, active in e.hooks_active.items():
             self.store.set("sglang_lora_telemetry_hooks_active", (hook,), 1 if active else 0)

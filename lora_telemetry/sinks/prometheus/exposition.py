@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_telemetry.sinks.prometheus.families import FAMILIES, Family
+from lora_telemetry.sinks.prometheus.gc_pause import gc_paused
 from lora_telemetry.sinks.prometheus.labels import by_label_text
 from lora_telemetry.sinks.prometheus.snapshots import Reader, pid_alive
 from lora_telemetry.sinks.prometheus.store import Store
@@ -113,7 +114,7 @@ class Renderer:
         return (self.store.version, self.reader.signature() if self.reader else ())
 
     def render(self) -> bytes:
-        with self._lock:
+        with self._lock, gc_paused():
             key = self._current_key()
             if key == self._key:
                 return self._bytes

@@ -10,6 +10,7 @@ this store (:mod:`.snapshots`); the main process merges them into ``/metrics``
 from __future__ import annotations
 
 import bisect
+import itertools
 import threading
 from typing import Any
 
@@ -21,13 +22,17 @@ LabelValues = tuple[str, ...]
 class Store:
     """Counters, gauges and histograms of one process, keyed by family and label values.
 
-    One thread writes (the hook's: SGLang's event loop, or a scheduler's loop); readers in
-    other threads copy a family with one ``dict()`` call, which the GIL makes atomic. So
-    writes take no lock; :meth:`copy` takes one only against other readers.
+    One thread writes each family (the hook's: SGLang's event loop, or a scheduler's loop; or,
+    for a sink's deferred handlers, the thread that runs deferred work); readers in other threads
+    copy a family with one ``dict()`` call, which the GIL makes atomic. So writes take no lock;
+    :meth:`copy` takes one only against other readers, and reads the version before it copies.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Each write takes a fresh number after its update: two writing threads cannot lose a change
+        # (``version += 1`` from two threads can, and a publisher would then skip the last change)
+        self._numbers = itertools.count(1)
         self.version = 0
         self.values: dict[str, dict[LabelValues, Any]] = {family.name: {} for family in FAMILIES}
         self._buckets = {f.name: f.buckets for f in FAMILIES if f.type == "histogram"}
@@ -35,16 +40,16 @@ class Store:
     def inc(self, family: str, labels: LabelValues = (), amount: float = 1) -> None:
         series = self.values[family]
         series[labels] = series.get(labels, 0) + amount
-        self.version += 1
+        self.version = next(self._numbers)
 
     def set(self, family: str, labels: LabelValues, value: float) -> None:
         self.values[family][labels] = value
-        self.version += 1
+        self.version = next(self._numbers)
 
     def replace(self, family: str, labels: LabelValues, value: float) -> None:
         """Make ``labels`` the family's only series (info-style gauges)."""
         self.values[family] = {labels: value}
-        self.version += 1
+        self.version = next(self._numbers)
 
     def observe(self, family: str, labels: LabelValues, value: float, times: int = 1) -> None:
         """Histogram observation(s): per-bucket counts (last one +Inf), then the sum."""
@@ -55,7 +60,7 @@ class Store:
             counts = series[labels] = [0] * (len(buckets) + 2)
         counts[bisect.bisect_left(buckets, value)] += times
         counts[-1] += value * times
-        self.version += 1
+        self.version = next(self._numbers)
 
     def ensure(self, family: str, labels: LabelValues) -> None:
         """Create a series at zero so that it is visible before anything happened."""
@@ -63,7 +68,7 @@ class Store:
         if labels not in series:
             histogram = BY_NAME[family].type == "histogram"
             series[labels] = [0] * (len(self._buckets[family]) + 2) if histogram else 0
-            self.version += 1
+            self.version = next(self._numbers)
 
     def get(self, family: str, labels: LabelValues = ()) -> Any:
         return self.values[family].get(labels)

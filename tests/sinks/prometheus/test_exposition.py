@@ -12,7 +12,7 @@ from lora_telemetry import events as ev
 from lora_telemetry.scrape import Metrics
 from lora_telemetry.sinks.prometheus import PrometheusSink
 from lora_telemetry.sinks.prometheus.exposition import Renderer
-from lora_telemetry.sinks.prometheus.snapshots import Publisher
+from lora_telemetry.sinks.prometheus.snapshots import MAX_CPU_SHARE, PUBLISH_INTERVAL_S, Publisher, pause_after
 from lora_telemetry.sinks.prometheus.store import Store
 
 
@@ -107,3 +107,38 @@ def test_a_count_recorded_by_a_scheduler_is_visible_within_a_second(tmp_path):
     while Metrics(renderer.render().decode()).total("sglang_lora_pool_evictions_total") != 1:
         assert time.monotonic() - start < 1.0
         time.sleep(0.01)
+
+
+def test_a_costly_publish_is_followed_by_a_longer_pause():
+    """Publishing shares the GIL with the scheduler's loop: at most MAX_CPU_SHARE of the time."""
+    assert pause_after(0.0) == PUBLISH_INTERVAL_S
+    for spent in (0.001, 0.03, 0.3):
+        assert spent / (spent + pause_after(spent)) <= MAX_CPU_SHARE + 1e-9
+    assert pause_after(0.3) > 5 * PUBLISH_INTERVAL_S
+
+
+def test_memory_of_every_rank_of_a_replica_adds_up_and_is_counted_once(tmp_path):
+    """A TP rank that does not count reports only the bytes it holds, under the same dp_rank."""
+    counting, memory_only = Store(), Store()
+    PrometheusSink(counting, 100).record(ev.Residency("qa", "host", True, 1000, False))
+    PrometheusSink(counting, 100).record(ev.PoolState(used=2, free=1, pinned=0, capacity_bytes=300))
+    PrometheusSink(memory_only, 100).record(ev.Residency("qa", "host", True, 1000, False, memory_only=True))
+    PrometheusSink(memory_only, 100).record(ev.PoolState(used=2, free=1, pinned=0, capacity_bytes=300,
+                                                         memory_only=True))
+    Publisher(counting, tmp_path, {"dp_rank": "0"}).publish()
+    Publisher(memory_only, tmp_path, {"dp_rank": "0"}, pid=os.getppid()).publish()
+    metrics = Metrics(Renderer(Store(), tmp_path).render().decode())
+    assert metrics.total("sglang_lora_adapter_memory_bytes", lora_name="qa", tier="host") == 2000
+    assert metrics.total("sglang_lora_pool_capacity_bytes") == 600
+    assert metrics.total("sglang_lora_adapter_resident", lora_name="qa") == 1
+    assert metrics.total("sglang_lora_adapters_loaded") == 1
+    assert metrics.total("sglang_lora_pool_slots", state="used") == 2
+
+
+def test_routing_gauges_past_the_label_cap_add_up_in_other():
+    store = Store()
+    sink = PrometheusSink(store, 1)
+    sink.record(ev.RoutingState({"qa": 1, "sql": 2, "chat": 3}, {}, 3, 0.0))
+    sink.record(ev.RoutingState({"qa": 1}, {}, 3, 0.0))
+    metrics = Metrics(Renderer(store, None).render().decode())
+    assert metrics.by("sglang_lora_requests_running", "lora_name") == {"qa": 1, "__other__": 0}

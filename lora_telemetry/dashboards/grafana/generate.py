@@ -15,15 +15,30 @@ UID = "lora-telemetry"
 SERVER = 'instance=~"$instance", model=~"$model"'
 ADAPTER = SERVER + ', lora_name=~"$lora_name"'
 RATE = "[$__rate_interval]"
+# Both servers of a prefill/decode pair see each request: request-path series count on the decode side.
+NOT_PREFILL = ' unless on (instance) sglang_lora_telemetry_info{role="prefill"}'
 
 
-def _rate(metric: str, by: str, where: str = ADAPTER) -> str:
-    return f"sum by ({by}) (rate({metric}{{{where}}}{RATE}))"
+def _rate(metric: str, by: str, where: str = ADAPTER, served: str = "") -> str:
+    return f"sum by ({by}) (rate({metric}{{{where}}}{RATE}){served})"
 
 
-def _quantile(q: float, metric: str, by: str, where: str = ADAPTER) -> str:
+def _served_rate(metric: str, by: str) -> str:
+    """A request-path rate, each request counted once across a prefill/decode pair."""
+    return _rate(metric, by, ADAPTER, NOT_PREFILL)
+
+
+def _quantile(q: float, metric: str, by: str, where: str = ADAPTER, served: str = "") -> str:
     keep = f"{by}, le" if by else "le"
-    return f"histogram_quantile({q}, sum by ({keep}) (rate({metric}_bucket{{{where}}}{RATE})))"
+    return f"histogram_quantile({q}, sum by ({keep}) (rate({metric}_bucket{{{where}}}{RATE}){served}))"
+
+
+def _phase_means() -> str:
+    """Mean seconds of each TTFT phase per adapter, for the ten adapters with the slowest TTFT p95."""
+    sums = f"sum by (lora_name, phase) (rate(sglang_lora_ttft_phase_seconds_sum{{{ADAPTER}}}{RATE}))"
+    counts = f"sum by (lora_name, phase) (rate(sglang_lora_ttft_phase_seconds_count{{{ADAPTER}}}{RATE}))"
+    slowest = f'topk(10, {_quantile(0.95, "sglang_lora_time_to_first_token_seconds", "lora_name", ADAPTER, NOT_PREFILL)})'
+    return f"({sums} / {counts}) and on (lora_name) {slowest}"
 
 
 def _ratio(tier: str) -> str:
@@ -35,24 +50,26 @@ def _ratio(tier: str) -> str:
 # (row title, [(panel title, unit, [(query, legend)], panel type)])
 ROWS = [
     ("Traffic per adapter", [
-        ("Requests per second by adapter", "reqps", [(_rate("sglang_lora_requests_total", "lora_name"), "{{lora_name}}")], "timeseries"),
-        ("Requests by outcome", "reqps", [(_rate("sglang_lora_requests_total", "outcome"), "{{outcome}}")], "timeseries"),
+        ("Requests per second by adapter", "reqps", [(_served_rate("sglang_lora_requests_total", "lora_name"), "{{lora_name}}")], "timeseries"),
+        ("Requests by outcome", "reqps", [(_served_rate("sglang_lora_requests_total", "outcome"), "{{outcome}}")], "timeseries"),
         ("Tokens per second by adapter", "short", [
-            (_rate("sglang_lora_prompt_tokens_total", "lora_name"), "{{lora_name}} prompt"),
-            (_rate("sglang_lora_generation_tokens_total", "lora_name"), "{{lora_name}} generated")], "timeseries"),
+            (_served_rate("sglang_lora_prompt_tokens_total", "lora_name"), "{{lora_name}} prompt"),
+            (_served_rate("sglang_lora_generation_tokens_total", "lora_name"), "{{lora_name}} generated")], "timeseries"),
         ("Requests in flight", "short", [
-            (f"sum by (lora_name) (sglang_lora_requests_in_flight{{{ADAPTER}}})", "{{lora_name}}")], "timeseries"),
+            (f"sum by (lora_name) (sglang_lora_requests_in_flight{{{ADAPTER}}}{NOT_PREFILL})", "{{lora_name}}")], "timeseries"),
         ("Hottest adapters", "short", [
-            (f"topk(10, {_rate('sglang_lora_requests_total', 'lora_name')})", "requests/s"),
+            (f"topk(10, {_served_rate('sglang_lora_requests_total', 'lora_name')})", "requests/s"),
             (_ratio("gpu"), "gpu hit ratio"),
             (_rate("sglang_lora_pool_evictions_total", "lora_name"), "evictions/s")], "table"),
     ]),
     ("Latency per adapter", [
         ("Time to first token p50 / p95", "s", [
-            (_quantile(0.5, "sglang_lora_time_to_first_token_seconds", "lora_name"), "{{lora_name}} p50"),
-            (_quantile(0.95, "sglang_lora_time_to_first_token_seconds", "lora_name"), "{{lora_name}} p95")], "timeseries"),
+            (_quantile(0.5, "sglang_lora_time_to_first_token_seconds", "lora_name", ADAPTER, NOT_PREFILL), "{{lora_name}} p50"),
+            (_quantile(0.95, "sglang_lora_time_to_first_token_seconds", "lora_name", ADAPTER, NOT_PREFILL), "{{lora_name}} p95")], "timeseries"),
         ("End-to-end latency p95", "s", [
-            (_quantile(0.95, "sglang_lora_e2e_request_latency_seconds", "lora_name"), "{{lora_name}}")], "timeseries"),
+            (_quantile(0.95, "sglang_lora_e2e_request_latency_seconds", "lora_name", ADAPTER, NOT_PREFILL), "{{lora_name}}")], "timeseries"),
+        ("Where time to first token goes (10 slowest adapters, mean per phase)", "s", [
+            (_phase_means(), "{{phase}}")], "barchart"),
     ]),
     ("Cache and pool", [
         ("GPU tier hit rate (pool slot held)", "percentunit", [(_ratio("gpu"), "{{lora_name}}")], "timeseries"),
@@ -60,14 +77,23 @@ ROWS = [
         ("Slot loads and evictions per second", "ops", [
             (_rate("sglang_lora_pool_slot_loads_total", "lora_name"), "{{lora_name}} loads"),
             (_rate("sglang_lora_pool_evictions_total", "lora_name"), "{{lora_name}} evictions")], "timeseries"),
+        ("Slot reuse after eviction p50 / p95", "s", [
+            (_quantile(0.5, "sglang_lora_pool_reuse_seconds", "lora_name"), "{{lora_name}} p50"),
+            (_quantile(0.95, "sglang_lora_pool_reuse_seconds", "lora_name"), "{{lora_name}} p95")], "timeseries"),
+        ("Thrash reloads (share of slot loads)", "percentunit", [
+            (f"{_rate('sglang_lora_pool_thrash_reloads_total', 'instance', SERVER)} / "
+             f"{_rate('sglang_lora_pool_slot_loads_total', 'instance', SERVER)}", "{{instance}}")], "timeseries"),
         ("Slot copy time p95", "s", [
             (_quantile(0.95, "sglang_lora_pool_slot_load_seconds", "", SERVER), "p95")], "timeseries"),
         ("Pool slots", "short", [(f"sum by (state) (sglang_lora_pool_slots{{{SERVER}}})", "{{state}}")], "timeseries"),
         ("Adapters per forward batch", "short", [
             (_quantile(0.5, "sglang_lora_batch_adapters", "", SERVER), "p50"),
             (_quantile(0.95, "sglang_lora_batch_adapters", "", SERVER), "p95")], "timeseries"),
-        ("Admission deferrals per second", "ops", [
-            (_rate("sglang_lora_admission_deferrals_total", "lora_name"), "{{lora_name}}")], "timeseries"),
+        ("Requests deferred at admission per second", "reqps", [
+            (_rate("sglang_lora_admission_deferrals_total", "lora_name, reason"), "{{lora_name}} {{reason}}")],
+         "timeseries"),
+        ("Wait for admission p95 (deferred requests)", "s", [
+            (_quantile(0.95, "sglang_lora_admission_wait_seconds", "lora_name"), "{{lora_name}}")], "timeseries"),
         ("Running and waiting requests (routing)", "short", [
             (f"sum by (lora_name) (sglang_lora_requests_running{{{ADAPTER}}})", "{{lora_name}} running"),
             (f"sum by (lora_name) (sglang_lora_requests_waiting{{{ADAPTER}}})", "{{lora_name}} waiting")], "timeseries"),
@@ -103,7 +129,7 @@ ROWS = [
         ("Adapter names folded into __other__", "ops", [
             (f"sum (rate(sglang_lora_telemetry_label_overflow_total{{{SERVER}}}{RATE}))", "overflow")], "timeseries"),
         ("Versions", "short", [
-            (f"max by (instance, version, sglang_version) (sglang_lora_telemetry_info{{{SERVER}}})", "")], "table"),
+            (f"max by (instance, version, sglang_version, role) (sglang_lora_telemetry_info{{{SERVER}}})", "")], "table"),
     ]),
 ]
 
@@ -115,7 +141,7 @@ def _variable(name: str, label: str, query: str) -> dict:
 
 
 def _panel(panel_id: int, title: str, unit: str, queries: list[tuple[str, str]], kind: str, x: int, y: int) -> dict:
-    table = kind == "table"
+    table = kind in ("table", "barchart")
     panel = {
         "id": panel_id, "type": kind, "title": title, "gridPos": {"h": 8, "w": 8, "x": x, "y": y},
         "datasource": {"type": "prometheus", "uid": "${datasource}"},
@@ -125,8 +151,13 @@ def _panel(panel_id: int, title: str, unit: str, queries: list[tuple[str, str]],
                      **({"format": "table", "instant": True} if table else {"range": True})}
                     for i, (expr, legend) in enumerate(queries)],
     }
-    if table:
+    if kind == "table":
         panel["transformations"] = [{"id": "merge", "options": {}}]
+    if kind == "barchart":  # one bar per adapter, its phases stacked
+        panel["transformations"] = [{"id": "groupingToMatrix", "options": {
+            "columnField": "phase", "rowField": "lora_name", "valueField": "Value"}}]
+        panel["options"] = {"stacking": "normal", "orientation": "horizontal", "xField": "lora_name\\phase",
+                            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True}}
     return panel
 
 

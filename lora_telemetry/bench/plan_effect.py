@@ -1,0 +1,132 @@
+"""``lora-telemetry bench --plan-effect``: one skewed workload served twice on identical test-bed
+servers, first with SGLang's LRU, then with the plan ``advise --plan`` makes from the first run's
+access log; the plan's predicted gpu hit rate beside the one measured, and the hot adapters' TTFT.
+
+Both servers hold every adapter in host memory before traffic starts (the first from
+``--lora-paths``, the second by preloading its plan), so the gpu tier is the only difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from lora_telemetry.bench import traffic  # noqa: E402
+from lora_telemetry.bench.command import embedded_server, run_workload, workload_from  # noqa: E402
+from lora_telemetry.capacity.planner import Planned, make_plan  # noqa: E402
+
+
+@dataclass
+class Served:
+    """One run's figures: gpu lookups from /metrics deltas, TTFT from the client."""
+
+    label: str
+    hits: float
+    misses: float
+    summary: dict
+    outcomes: list
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / (self.hits + self.misses) if self.hits + self.misses else 0.0
+
+    def ttft_p95(self, names: list[str]) -> float | None:
+        return traffic.percentile([o.ttft for o in self.outcomes if o.ok and o.ttft is not None
+                                   and o.adapter in names], 0.95)
+
+    def succeeded(self) -> int:
+        return sum(o.ok for o in self.outcomes)
+
+
+def _serve(label: str, args: argparse.Namespace, env: dict[str, str], console: Console,
+           plan: Path | None) -> Served:
+    workload = workload_from(args)
+    with embedded_server(workload.adapters, args.slots, env, console, plan) as (url, names):
+        console.print(f"[bold]{label}[/bold]: {workload.requests or workload.duration} "
+                      f"{'requests' if workload.requests else 's'} over {len(names)} adapters, {args.slots} slots")
+        run = run_workload(url, names, workload, console)
+    summary = traffic.summary(run)
+
+    def delta(result: str) -> float:
+        return (run.after.total("sglang_lora_cache_lookups_total", tier="gpu", result=result)
+                - run.before.total("sglang_lora_cache_lookups_total", tier="gpu", result=result))
+
+    return Served(label, delta("hit"), delta("miss"), summary, run.outcomes)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f} ms"
+
+
+def _table(stock: Served, planned: Served, plan: Planned, hot: list[str]) -> Table:
+    table = Table(title="The same workload, SGLang's LRU then the plan")
+    for column in ("", "gpu hit rate predicted", "gpu hit rate measured", f"TTFT p95, hot ({', '.join(hot)})",
+                   "TTFT p95, all", "requests ok"):
+        table.add_column(column, justify="left" if not column else "right")
+    everyone = sorted({o.adapter for o in stock.outcomes})
+    table.add_row("LRU (stock)", f"{plan.recorded.hit_rate:.1%}", f"{stock.hit_rate:.1%}", _ms(stock.ttft_p95(hot)),
+                  _ms(stock.ttft_p95(everyone)), f"{stock.succeeded()}/{len(stock.outcomes)}")
+    table.add_row(f"plan: {plan.chosen.describe()}", f"{plan.chosen.hit_rate:.1%}", f"{planned.hit_rate:.1%}",
+                  _ms(planned.ttft_p95(hot)), _ms(planned.ttft_p95(everyone)),
+                  f"{planned.succeeded()}/{len(planned.outcomes)}")
+    return table
+
+
+def _chart(stock: Served, planned: Served, out: Path) -> Path:
+    adapters = stock.summary["adapters"]
+    names = sorted(adapters, key=lambda n: -adapters[n]["requests"])
+    figure, (hits, ttft) = plt.subplots(1, 2, figsize=(11, 4.2))
+    width, xs = 0.4, range(len(names))
+    for offset, served, color in ((-width / 2, stock, "#8c8c8c"), (width / 2, planned, "#4c72b0")):
+        rates = [served.summary["adapters"].get(n, {}).get("gpu_hit_rate") or 0 for n in names]
+        hits.bar([x + offset for x in xs], rates, width, color=color, label=served.label)
+        p95 = [(served.ttft_p95([n]) or 0) * 1000 for n in names]
+        ttft.bar([x + offset for x in xs], p95, width, color=color, label=served.label)
+    for axis, title, unit in ((hits, "gpu hit rate by adapter", "hit rate"), (ttft, "TTFT p95 by adapter", "ms")):
+        axis.set_xticks(list(xs), names, rotation=45, ha="right")
+        axis.set_title(title + " (most requested first)")
+        axis.set_ylabel(unit)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = out / "plan_effect.png"
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    access_log, plan_file = out / "stock-access.log", out / "plan.json"
+    access_log.unlink(missing_ok=True)
+    stock = _serve("stock", args, {"LORA_TELEMETRY_ACCESS_LOG": str(access_log)}, console, None)
+    planned_plan = make_plan(access_log, args.slots)
+    plan_file.write_text(planned_plan.plan.to_json())
+    console.print(f"plan from the stock run's access log: {planned_plan.chosen.describe()}; predicted gpu hit rate "
+                  f"{planned_plan.chosen.hit_rate:.1%} (LRU replayed: {planned_plan.recorded.hit_rate:.1%})")
+    planned = _serve("plan", args, {}, console, plan_file)
+    hot = list(planned_plan.plan.pin) + sorted(planned_plan.plan.priorities,
+                                               key=lambda n: -planned_plan.plan.priorities[n])
+    hot = hot or planned_plan.plan.preload[:1]
+    console.print(_table(stock, planned, planned_plan, hot))
+    error = planned.hit_rate - planned_plan.chosen.hit_rate
+    console.print(f"measured with the plan minus predicted: {error * 100:+.1f} points of gpu hit rate")
+    chart = _chart(stock, planned, out)
+    figures = {"plan": json.loads(plan_file.read_text()), "hot": hot,
+               "stock": {"gpu_hit_rate": stock.hit_rate, "hits": stock.hits, "misses": stock.misses,
+                         "ttft_p95_hot": stock.ttft_p95(hot), "ok": stock.succeeded()},
+               "planned": {"gpu_hit_rate": planned.hit_rate, "hits": planned.hits, "misses": planned.misses,
+                           "predicted": planned_plan.chosen.hit_rate, "ttft_p95_hot": planned.ttft_p95(hot),
+                           "ok": planned.succeeded()}}
+    (out / "plan-effect.json").write_text(json.dumps(figures, indent=1))
+    console.print(f"wrote {plan_file}, {out / 'plan-effect.json'} and {chart}")
+    return 0

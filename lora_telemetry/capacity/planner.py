@@ -1,0 +1,150 @@
+"""A pin plan for a slot budget, chosen by replaying the recording under each candidate.
+
+Candidates rank adapters by requests (hottest first) and try: SGLang's own LRU; the k hottest
+pinned (k < slots, SGLang keeps one slot unpinned); the h hottest given priority 1 over the
+rest; and the k hottest pinned with the next h at priority 1. Each candidate replays every
+scheduler's recorded batches through :class:`PoolSimulator` with its pins and priorities; a
+batch with more unpinned adapters than the unpinned slots is split, as SGLang's admission
+would. Splits cost what a hit rate does not show (requests wait for a later batch), so a
+candidate that splits more than :data:`MAX_SPLIT_SHARE` of the batches is shown, not chosen.
+The best gpu hit rate wins; among equals, the fewest pins, then the fewest priorities.
+Every adapter the recording saw is preloaded (or the ``preload`` hottest), which makes every
+request after the first a host hit while they fit ``--max-loaded-loras``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lora_telemetry.capacity import curves
+from lora_telemetry.capacity.analysis import preloaded_at_start, split_records
+from lora_telemetry.capacity.recording import BASE, Batch, Load, Pool, Record, RecordingError, Unload, read
+from lora_telemetry.capacity.simulator import PoolFull, PoolSimulator
+from lora_telemetry.plan import Plan
+
+MAX_SPLIT_SHARE = 0.01
+
+
+@dataclass(frozen=True)
+class Candidate:
+    pin: tuple[str, ...]
+    raised: tuple[str, ...]  # given priority 1 over the others' 0
+    hits: int
+    misses: int
+    split: float = 0.0  # share of the recorded batches that its pins split
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / (self.hits + self.misses) if self.hits + self.misses else 1.0
+
+    def describe(self) -> str:
+        parts = [f"pin {', '.join(self.pin)}" if self.pin else "",
+                 f"priority 1 for {', '.join(self.raised)}" if self.raised else ""]
+        return "; ".join(p for p in parts if p) or "SGLang's LRU"
+
+    @property
+    def admissible(self) -> bool:
+        return self.split <= MAX_SPLIT_SHARE
+
+
+@dataclass
+class Planned:
+    plan: Plan
+    chosen: Candidate
+    recorded: Candidate  # SGLang's own policy on the recording: the recording's own rate
+    considered: list[Candidate]
+    host_now: float | None
+    host_planned: float | None
+
+
+def _split_batch(record: Batch, pinned: set[str], room: int) -> Iterable[Batch]:
+    """``record`` as SGLang's admission would form it with ``room`` unpinned slots."""
+    kept = [(n, c) for n, c in zip(record.adapters, record.new_requests, strict=True) if n in pinned]
+    free = [(n, c) for n, c in zip(record.adapters, record.new_requests, strict=True) if n not in pinned]
+    if len(free) <= room:
+        yield record
+        return
+    for start in range(0, len(free), room):
+        part = (kept if start == 0 else []) + free[start:start + room]
+        yield Batch(record.time, record.dp, tuple(n for n, _ in part), tuple(c for _, c in part))
+
+
+def _replay(pools: dict[int, list[Record]], slots: int, policy: str, pin: tuple[str, ...],
+            raised: tuple[str, ...], recorded: dict[str, int] | None = None) -> Candidate | None:
+    """``recorded``: the recorded pool's own priorities, when it ran with them."""
+    hits = misses = batches = split = 0
+    pinned = set(pin)
+    priorities = dict.fromkeys(raised, 1) if raised else recorded
+    for records in pools.values():
+        pool = PoolSimulator(slots, policy, priorities)
+        pool.pinned |= pinned
+        try:
+            for record in records:
+                if isinstance(record, Batch):
+                    parts = list(_split_batch(record, pinned, slots - len(pinned)))
+                    batches, split = batches + 1, split + (len(parts) > 1)
+                    for batch in parts:
+                        pool.batch(batch.adapters, batch.new_requests)
+                elif isinstance(record, (Load, Unload)) and record.name in pinned:
+                    continue  # preloaded pinned by the plan: neither loaded nor unloaded again
+                elif isinstance(record, Load):
+                    pool.load(record.name, record.pinned)
+                elif isinstance(record, Unload):
+                    pool.unload(record.name)
+        except PoolFull:
+            return None
+        hits += sum(n for name, n in pool.hits.items() if name != BASE)
+        misses += sum(n for name, n in pool.misses.items() if name != BASE)
+    return Candidate(pin, raised, hits, misses, split / batches if batches else 0.0)
+
+
+def _ranked(pools: dict[int, list[Record]]) -> list[str]:
+    asked: Counter[str] = Counter()
+    for records in pools.values():
+        for record in records:
+            if isinstance(record, Batch):
+                for name, count in zip(record.adapters, record.new_requests, strict=True):
+                    if name != BASE:
+                        asked[name] += count
+    return [name for name, _ in sorted(asked.items(), key=lambda item: (-item[1], item[0]))]
+
+
+def make_plan(path: Path, slots: int | None, preload: int | None = None,
+              progress: Callable[[], None] = lambda: None) -> Planned:
+    split = split_records(read(path))
+    settings = next((r for part in split.pools.values() for r in part if isinstance(r, Pool)), None)
+    slots = slots or (settings.slots if settings else None)
+    if not slots or slots < 2:
+        raise RecordingError(path, 1, 0, "no pool settings recorded: give --slots (at least 2)")
+    policy = settings.policy if settings else "lru"
+    pools = {dp: records for dp, records in split.pools.items() if any(isinstance(r, Batch) for r in records)}
+    if not pools:
+        raise RecordingError(path, 1, 0, "no batches recorded: a plan needs the server's access log")
+    ranked = _ranked(pools)
+    recorded = _replay(pools, slots, policy, (), (), settings.priorities if settings else None)
+    considered = [c for c in [recorded] if c is not None]
+    for k in range(0, min(slots - 1, len(ranked)) + 1):
+        for h in range(0, min(slots - k, len(ranked) - k) + 1):
+            if k == h == 0:
+                continue
+            found = _replay(pools, slots, "lru", tuple(ranked[:k]), tuple(ranked[k:k + h]))
+            progress()
+            if found is not None:
+                considered.append(found)
+    chosen = max((c for c in considered if c.admissible),
+                 key=lambda c: (round(c.hit_rate, 6), -len(c.pin), -len(c.raised)))
+    preloaded = tuple(ranked[:preload] if preload is not None else ranked)
+    host_now = host_planned = None
+    if split.requests:
+        budget = [max(len(preloaded), 1)]
+        at_start = preloaded_at_start(split.loads, split.requests)
+        host_now = curves.host_curve(split.requests, at_start, budget).hit_rate(0)
+        host_planned = curves.host_curve(split.requests, preloaded, budget).hit_rate(0)
+    predicted = {"gpu_hit_rate": chosen.hit_rate, "recorded_gpu_hit_rate": recorded.hit_rate if recorded else None,
+                 "host_hit_rate": host_planned, "recorded_host_hit_rate": host_now,
+                 "recording": str(path), "requests_replayed": chosen.hits + chosen.misses}
+    plan = Plan(slots, preloaded, chosen.pin, dict.fromkeys(chosen.raised, 1), predicted)
+    return Planned(plan, chosen, recorded or chosen, considered, host_now, host_planned)

@@ -1,0 +1,41 @@
+"""``bench --plan-effect`` end to end on the test bed: two servers, a plan made between them,
+every request of both runs counted once by the servers' own gpu lookups."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lora_telemetry.plan import read
+
+pytestmark = pytest.mark.server
+REQUESTS = 60
+
+
+def test_the_same_workload_is_served_with_lru_then_with_the_plan_made_from_it(bed, tmp_path):
+    out, cache = tmp_path / "effect", tmp_path / "cache"
+    (cache / "lora_telemetry").mkdir(parents=True)
+    # The embedded server's default test bed is the session's; asked for as many adapters as it has, the
+    # bench leaves its manifest as the other tests know it.
+    (cache / "lora_telemetry" / "testbed").symlink_to(bed.root)
+    adapters = bed.adapters()
+    run = subprocess.run([sys.executable, "-m", "lora_telemetry.cli", "bench", "--plan-effect",
+                          "--adapters", str(len(adapters)), "--slots", "3", "--requests", str(REQUESTS),
+                          "--rate", "6", "--output-len", "2:6",
+                          "--out", str(out)], capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "XDG_CACHE_HOME": str(cache), "COLUMNS": "200"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert bed.adapters() == adapters
+    figures = json.loads((out / "plan-effect.json").read_text())
+    plan = read(out / "plan.json")
+    for served in ("stock", "planned"):
+        assert figures[served]["ok"] == REQUESTS
+        assert figures[served]["hits"] + figures[served]["misses"] == REQUESTS  # one gpu lookup per request
+    assert figures["planned"]["predicted"] == plan.predicted["gpu_hit_rate"]
+    assert figures["stock"]["gpu_hit_rate"] == plan.predicted["recorded_gpu_hit_rate"]  # the replay is exact
+    assert (out / "plan_effect.png").stat().st_size > 10_000
+    assert "The same workload, SGLang's LRU then the plan" in run.stdout

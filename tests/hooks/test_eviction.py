@@ -1,0 +1,60 @@
+"""A server started with a plan (LORA_TELEMETRY_PLAN): its adapters preloaded before it is ready,
+one warning for the one it cannot find, and the pool's victims chosen by priority, exactly as
+the simulator predicts from the server's own access log, where SGLang's LRU would differ."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lora_telemetry.capacity.recording import Pool, read
+from lora_telemetry.capacity.simulator import PoolSimulator
+from tests.conftest import generate, metrics_when, running_server, unexpected_errors
+
+pytestmark = pytest.mark.server
+SLOTS = 4
+PLAN = {"version": 1, "slots": SLOTS, "preload": ["qa", "sql", "chat", "ghost"], "pin": ["sql"],
+        "priorities": {"qa": 5}}
+# One request at a time: one adapter per batch. After qa, sql (pinned) and chat fill the pool
+# beside the base model, each new adapter needs a victim: LRU would take qa, the oldest.
+SEQUENCE = ["qa", "sql", "chat", "code", "math", "chat", "code", "qa", "math", "chat", "qa", "code"]
+
+
+@pytest.fixture(scope="module")
+def server(bed, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("plan")
+    (tmp / "plan.json").write_text(json.dumps(PLAN))
+    env = {"LORA_TELEMETRY_PLAN": str(tmp / "plan.json"), "LORA_TELEMETRY_ADAPTER_DIR": str(bed.adapter_dir),
+           "LORA_TELEMETRY_ACCESS_LOG": str(tmp / "access.log")}
+    with running_server(bed, ["--max-loras-per-batch", str(SLOTS)], env=env, tmp=tmp) as server:
+        server.access_log = tmp / "access.log"
+        yield server
+
+
+def test_the_plans_adapters_are_loaded_before_the_server_is_ready(server):
+    m = metrics_when(server, lambda m: m.total("sglang_lora_adapter_loads_total") >= 3)
+    assert m.by("sglang_lora_adapter_loads_total", "lora_name", trigger="preload", result="success") == \
+        {"qa": 1, "sql": 1, "chat": 1}
+    assert m.total("sglang_lora_adapter_loads_total") == 3  # nothing else, and no failed load counted
+    log = server.log_path.read_text()
+    assert log.count("'ghost' is not in the adapter directory") == 1
+    assert log.index("plan preloaded 3 adapters (1 pinned)") < log.index("The server is fired up and ready to roll")
+
+
+def test_the_pool_evicts_by_priority_exactly_as_the_simulator_replays_it(server):
+    for name in SEQUENCE:
+        generate(server, name)
+    m = metrics_when(server, lambda m: m.total("sglang_lora_cache_lookups_total", tier="gpu") == len(SEQUENCE))
+    counted = {k: v for k, v in m.by("sglang_lora_pool_evictions_total", "lora_name").items() if v}
+    records = list(read(server.access_log))
+    [pool] = [r for r in records if isinstance(r, Pool)]
+    assert (pool.policy, pool.priorities) == ("priority", PLAN["priorities"])  # advise replays what ran
+    ranked = PoolSimulator(SLOTS, priorities=PLAN["priorities"]).replay(records)
+    lru = PoolSimulator(SLOTS).replay(records)
+    assert counted == {k: v for k, v in ranked.evictions.items() if v}
+    hits = m.by("sglang_lora_cache_lookups_total", "lora_name", tier="gpu", result="hit")
+    assert {k: v for k, v in hits.items() if v} == {k: v for k, v in ranked.hits.items() if v}
+    assert "qa" not in counted and lru.evictions["qa"] >= 2  # SGLang's own policy would have lost qa
+    assert "sql" not in counted  # pinned
+    assert not unexpected_errors(server.log_path.read_text())

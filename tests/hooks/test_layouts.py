@@ -1,0 +1,242 @@
+"""Hook logic for the layouts and modes the CPU test bed cannot run whole, on stand-in objects:
+DP attention's reporting ranks, memory-only ranks, overlap loading's copies, SGLang's own adapters,
+deferrals counted once per request, routing gauges built from the running batch (finished requests
+left out), and slot loads charged to their requests in the overlap scheduler's order."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace as NS
+
+import pytest
+
+from lora_telemetry import events as ev
+from lora_telemetry import runtime
+from lora_telemetry.hooks import lora_manager, memory_pool, scheduler
+from lora_telemetry.hooks import ranks as rank_state
+
+
+@pytest.fixture
+def emitted(monkeypatch):
+    seen: list = []
+    monkeypatch.setattr(runtime, "emit", seen.append)
+    yield seen
+    rank_state._reporting.clear()
+
+
+def _of(seen: list, kind: type) -> list:
+    return [e for e in seen if isinstance(e, kind)]
+
+
+class Mode:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def is_extend(self) -> bool:
+        return self.name == "extend"
+
+    def is_prebuilt(self) -> bool:
+        return self.name == "prebuilt"
+
+
+def _pool(slots: dict, overlap: bool = False) -> NS:
+    buffer = NS(numel=lambda: 16, element_size=lambda: 4)
+    return NS(uid_to_buffer_id=slots, max_loras_per_batch=3, A_buffer={"q": [buffer]}, B_buffer={"q": [buffer]},
+              enable_lora_overlap_loading=overlap, eviction_policy=NS())
+
+
+def _scheduler(pool: NS, refs: dict, overlap: bool = False, drainer=None, running=()) -> NS:
+    manager = NS(lora_refs=refs, memory_pool=pool, pending_lora_load_events={})
+    return NS(tp_worker=NS(model_runner=NS(lora_manager=manager)), enable_lora=True,
+              enable_lora_overlap_loading=overlap, lora_drainer=drainer, waiting_queue=[],
+              running_batch=NS(reqs=list(running)), max_loras_per_batch=3)
+
+
+def _req(rid: str, uid: str | None, finished: bool = False) -> NS:
+    return NS(rid=rid, lora_id=uid, time_stats=None, finished=lambda: finished)
+
+
+REFS = {"u1": NS(lora_name="qa", pinned=False), "u2": NS(lora_name="sql", pinned=False)}
+
+
+def test_a_request_refused_on_every_pass_is_deferred_once_and_its_wait_observed(emitted):
+    rank_state.set_reporting_rank(True)
+    sched = _scheduler(_pool({None: 0}), REFS)
+    req = _req("r1", "u1")
+    for _ in range(50):  # one refusal per scheduling pass
+        assert scheduler.can_schedule_lora_req(lambda *a: False, sched, req, set()) is False
+    assert [(e.lora_name, e.reason) for e in _of(emitted, ev.AdmissionDeferred)] == [("qa", "slot")]
+    time.sleep(0.01)
+    scheduler.run_batch(sched, NS(reqs=[req], forward_mode=Mode("extend")))
+    [waited] = _of(emitted, ev.AdmissionWaited)
+    assert waited.lora_name == "qa" and waited.seconds >= 0.01
+    scheduler.can_schedule_lora_req(lambda *a: False, sched, req, set())  # retracted and refused again
+    scheduler.run_batch(sched, NS(reqs=[req], forward_mode=Mode("extend")))
+    assert len(_of(emitted, ev.AdmissionDeferred)) == 1 and len(_of(emitted, ev.AdmissionWaited)) == 1
+
+
+def test_a_request_the_drainer_holds_back_is_deferred_by_policy(emitted):
+    rank_state.set_reporting_rank(True)
+    sched = _scheduler(_pool({None: 0}), REFS, drainer=NS(can_schedule=lambda req: False))
+    scheduler.can_schedule_lora_req(lambda *a: False, sched, _req("r1", "u2"), set())
+    assert [(e.lora_name, e.reason) for e in _of(emitted, ev.AdmissionDeferred)] == [("sql", "drain")]
+
+
+def test_with_overlap_loading_the_first_admission_check_is_the_gpu_lookup(emitted):
+    rank_state.set_reporting_rank(True)
+    pool = _pool({None: 0, "u1": 1})
+    sched = _scheduler(pool, REFS, overlap=True)
+    sched.tp_worker.model_runner.lora_manager.pending_lora_load_events = {"u2": object()}
+    held, copying = _req("r1", "u1"), _req("r2", "u2")
+    for _ in range(3):
+        scheduler.can_schedule_lora_req(lambda *a: True, sched, held, set())
+        scheduler.can_schedule_lora_req(lambda *a: False, sched, copying, set())
+    pool.uid_to_buffer_id["u2"] = 2
+    scheduler.run_batch(sched, NS(reqs=[held, copying], forward_mode=Mode("extend")))  # always "held" now
+    lookups = [(e.lora_name, e.hit) for e in _of(emitted, ev.CacheLookup)]
+    assert lookups == [("qa", True), ("sql", False)]
+
+
+def test_routing_gauges_count_the_running_batch_beside_a_prefill_batch(emitted):
+    rank_state.set_reporting_rank(True)
+    scheduler._state["last_flush"] = 0.0
+    running = [_req("a", "u1"), _req("b", "u1")]
+    sched = _scheduler(_pool({None: 0, "u1": 1, "u2": 2}), REFS, running=running)
+    scheduler.run_batch(sched, NS(reqs=[_req("c", "u2"), _req("d", None)], forward_mode=Mode("extend")))
+    [routing] = _of(emitted, ev.RoutingState)
+    assert routing.running == {"qa": 2, "sql": 1}
+
+
+def test_a_finished_request_not_yet_filtered_from_the_running_batch_holds_no_slot(emitted):
+    """The overlap scheduler filters finished requests a step late; SGLang's admission skips them."""
+    rank_state.set_reporting_rank(True)
+    scheduler._state["last_flush"] = 0.0
+    running = [_req("a", "u1", finished=True), _req("b", "u2")]
+    sched = _scheduler(_pool({None: 0, "u1": 1, "u2": 2}), REFS, running=running)
+    scheduler.run_batch(sched, NS(reqs=[_req("c", "u2")], forward_mode=Mode("extend")))
+    [routing] = _of(emitted, ev.RoutingState)
+    assert routing.running == {"sql": 2}
+
+
+def test_idle_and_prebuilt_batches_are_not_batches_of_adapters(emitted):
+    """A PD decode server first schedules a request in a prebuilt batch: its lookup, no forward."""
+    rank_state.set_reporting_rank(True)
+    scheduler._batches.clear()
+    sched = _scheduler(_pool({None: 0}), REFS)
+    scheduler.run_batch(sched, NS(reqs=[], forward_mode=Mode("idle")))
+    prefilled = _req("p", "u1")
+    scheduler.run_batch(sched, NS(reqs=[prefilled], forward_mode=Mode("prebuilt")))
+    scheduler.run_batch(sched, NS(reqs=[prefilled], forward_mode=Mode("decode")))
+    assert scheduler._batches == {1: 1}
+    assert [(e.lora_name, e.hit) for e in _of(emitted, ev.CacheLookup)] == [("qa", False)]
+
+
+@pytest.mark.parametrize(("ranks", "reports", "dp_rank"), [
+    ({"tp_rank": 0, "attn_tp_rank": 0, "attn_cp_rank": 0, "pp_rank": 0, "dp_rank": 0}, True, 0),
+    # DP attention, TP 4 = 4 DP ranks of attention-TP size 1: each rank has its own scheduler and pool.
+    ({"tp_rank": 3, "attn_tp_rank": 0, "attn_cp_rank": 0, "pp_rank": 0, "dp_rank": 3}, True, 3),
+    ({"tp_rank": 1, "attn_tp_rank": 1, "attn_cp_rank": 0, "pp_rank": 0, "dp_rank": 0}, False, 0),
+    ({"tp_rank": 2, "attn_tp_rank": 0, "attn_cp_rank": 1, "pp_rank": 0, "dp_rank": 0}, False, 0),
+    ({"tp_rank": 0, "attn_tp_rank": 0, "attn_cp_rank": 0, "pp_rank": 1, "dp_rank": 0}, False, 0),
+])
+def test_reporting_schedulers_are_those_sglang_reports_its_own_metrics_from(monkeypatch, ranks, reports, dp_rank):
+    import sys
+    import types
+
+    module = types.ModuleType("sglang.srt.runtime_context")
+    module.get_parallel = lambda: NS(**ranks)
+    monkeypatch.setitem(sys.modules, "sglang.srt.runtime_context", module)
+    rank_state._reporting.clear()
+    try:
+        assert rank_state.reporting_rank() is reports
+        assert runtime.process_labels() == {"dp_rank": str(dp_rank)}
+    finally:
+        rank_state._reporting.clear()
+        runtime.reset()
+
+
+def _prepare(pool: NS, uids: set, refs: dict, adapters: dict | None = None) -> None:
+    def fill(self, cur_uids, **kwargs):
+        for uid in cur_uids:
+            self.uid_to_buffer_id.setdefault(uid, len(self.uid_to_buffer_id))
+
+    memory_pool.prepare_lora_batch(fill, pool, uids, lora_adapters=adapters or {}, lora_modules=[],
+                                   lora_refs=refs)
+
+
+def test_a_rank_that_does_not_count_reports_only_the_memory_it_holds(emitted):
+    rank_state.set_reporting_rank(False)
+    pool = _pool({None: 0})
+    memory_pool.load_lora_weight_to_buffer(lambda *a, **k: None, pool, "u1")
+    _prepare(pool, {"u1"}, REFS)
+    assert not _of(emitted, ev.SlotLoaded) and not _of(emitted, ev.SlotEvicted)
+    [residency] = _of(emitted, ev.Residency)
+    assert (residency.lora_name, residency.tier, residency.memory_only) == ("qa", "gpu", True)
+    assert all(e.memory_only for e in _of(emitted, ev.PoolState))
+    assert "u1" not in memory_pool._copy_seconds  # nothing kept on ranks that do not count
+
+
+def test_sglangs_own_draft_adapter_is_not_an_adapter(emitted):
+    rank_state.set_reporting_rank(True)
+    _prepare(_pool({None: 0}), {"d"}, {"d": NS(lora_name="__uno_draft__", pinned=False)})
+    assert emitted == []
+
+
+def test_overlapped_copies_are_timed_until_done_and_their_pinned_copy_counted(emitted):
+    rank_state.set_reporting_rank(True)
+    tensor = NS(numel=lambda: 10, element_size=lambda: 4)
+    adapter = NS(layers=[NS(weights={"a": tensor}, pinned_weights={"a": tensor})])
+    pool = _pool({None: 0}, overlap=True)
+
+    def launch(loader):  # SGLang's overlap loader: fetch into the pool, on its side stream
+        memory_pool.load_lora_weight_to_buffer(lambda *a, **k: None, pool, "u1")
+        _prepare(pool, {"u1"}, REFS, {"u1": adapter})
+
+    memory_pool.try_start_overlap_load(launch, NS())
+    [loaded] = _of(emitted, ev.SlotLoaded)
+    assert loaded.seconds is None  # not known until the copy is done
+    host = [e for e in _of(emitted, ev.Residency) if e.tier == "host"]
+    assert [(e.bytes, e.memory_only) for e in host] == [(80, True)]  # weights and their pinned copy
+    events = {"u1": object()}
+    loader = NS(lora_to_overlap_load_event=events, lora_manager=NS(lora_refs=REFS))
+    time.sleep(0.01)
+    memory_pool.drain_completed_overlap_loads(lambda self: events.clear(), loader)
+    [copied] = _of(emitted, ev.SlotCopied)
+    assert copied.lora_name == "qa" and copied.seconds >= 0.01
+    pool.uid_to_buffer_id.pop(None)
+    memory_pool.load_lora_weight_to_buffer(lambda *a, **k: None, pool, None)  # in line: the base model's slot
+    _prepare(pool, {"u1", None}, REFS, {"u1": adapter})
+    assert len([e for e in _of(emitted, ev.Residency) if e.tier == "host"]) == 1  # the pinned copy, once
+    assert [e.seconds is not None for e in _of(emitted, ev.SlotLoaded)] == [False, True]
+
+
+def test_a_slot_load_is_charged_to_its_request_when_the_next_batch_took_the_slot(emitted, monkeypatch):
+    """The overlap scheduler runs batch N+1 before it reads batch N's results; N+1 may evict the
+    adapter N loaded for its request (which then waits in the running batch for its next slot)."""
+    rank_state.set_reporting_rank(True)
+    monkeypatch.setattr(runtime, "defer", lambda work: work())
+    pool = _pool({None: 0})
+    sched = _scheduler(pool, REFS)
+    sched.disaggregation_mode = NS(value="null")
+    stats = NS(trace_ctx=None, wait_queue_entry_time=1.0, forward_entry_time=2.0, prefill_finished_time=3.0)
+    batch = NS(reqs=[NS(rid="r1", lora_id="u1", time_stats=stats)], forward_mode=Mode("extend"))
+    scheduler.run_batch(sched, batch)
+    memory_pool.load_lora_weight_to_buffer(lambda *a, **k: time.sleep(0.002), pool, "u1")
+    _prepare(pool, {"u1"}, REFS)
+
+    def take_its_slot(self, cur_uids, **kwargs):
+        self.uid_to_buffer_id["u2"] = self.uid_to_buffer_id.pop("u1")
+
+    memory_pool.prepare_lora_batch(take_its_slot, pool, {"u2"}, lora_adapters={}, lora_modules=[], lora_refs=REFS)
+    scheduler.process_batch_result(None, sched, batch)
+    [phases] = _of(emitted, ev.RequestPhases)
+    assert phases.gpu_hit is False and phases.slot_load_s >= 0.002
+
+
+def test_an_unloaded_adapter_leaves_no_slot_load_behind(emitted):
+    rank_state.set_reporting_rank(True)
+    ref = NS(lora_id="u9", lora_name="gone", pinned=False)
+    memory_pool.last_slot_load_s["u9"] = 0.1
+    manager = NS(lora_refs={"u9": ref}, memory_pool=_pool({None: 0}))
+    lora_manager.unload_lora_adapter(lambda self, r: NS(success=True), manager, ref)
+    assert "u9" not in memory_pool.last_slot_load_s
