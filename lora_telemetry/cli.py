@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 # Modules that only the extras bring, and the extra each command needs.
-_EXTRA_MODULES = {"rich", "httpx", "matplotlib", "peft"}
+_EXTRA_MODULES = {"rich", "httpx", "matplotlib", "peft", "smg"}
 
 
 def _console() -> Any:
@@ -42,6 +42,12 @@ def _testbed_serve(args: argparse.Namespace, extra: list[str]) -> int:
     command = [sys.executable, "-m", "sglang.launch_server", *server_flags(args.dir, extra)]
     print(" ".join(command), flush=True)
     os.execvpe(command[0], command, env)
+
+
+def _testbed_fleet(args: argparse.Namespace, extra: list[str]) -> int:
+    from lora_telemetry.testbed.fleet_command import run
+
+    return run(args, extra, _console())
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -80,8 +86,13 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _advise(args: argparse.Namespace) -> int:
+    if len(args.files) > 1:
+        from lora_telemetry.capacity import fleet_command
+
+        return fleet_command.run(args, _console())
     from lora_telemetry.capacity import command
 
+    args.file = args.files[0]
     return command.run(args, _console())
 
 
@@ -128,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=int, default=6, help="concurrent clients (default 6)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the traffic mix")
     demo.add_argument("--keep-serving", action="store_true", help="leave the server up and print its /metrics URL")
+    demo.add_argument("--replicas", type=int, default=1,
+                      help="serve through SMG, SGLang's gateway, in front of this many servers (needs the [fleet] "
+                      "extra); the table sums the replicas, and the fleet's access logs are advised on")
+    demo.add_argument("--gateway-policy", default="round_robin", help="SMG's routing policy with --replicas")
     demo.set_defaults(run=_demo, extra="testbed")
 
     bench = sub.add_parser(
@@ -183,8 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "host tier at every --max-loaded-loras; print gpu and host hit rates and slot loads per "
                     "1,000 batches, per adapter and overall, recommend the smallest settings reaching "
                     "--target, and draw the miss-ratio curves as a PNG. LRU takes one pass for all sizes; "
-                    "FIFO is replayed once per size.")
-    advise.add_argument("file", type=Path, help="the access log")
+                    "FIFO is replayed once per size. Given one access log per replica of a fleet, replay "
+                    "their requests under routing policies (recorded, round-robin, random, adapter-affine) for "
+                    "--replicas counts and every slot count, and name the cheapest fleet reaching --target.")
+    advise.add_argument("files", type=Path, nargs="+", metavar="FILE",
+                        help="the access log; several: one per replica of a fleet")
     advise.add_argument("--target", type=float, default=0.95, help="gpu and host hit rate to reach (default 0.95)")
     advise.add_argument("--policy", choices=("lru", "fifo"),
                         help="eviction policy to replay (default: the recorded pool's, else lru)")
@@ -200,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     advise.add_argument("--slots", type=int, help="with --plan: the slot budget (default: the recorded pool's)")
     advise.add_argument("--preload", type=int, metavar="N",
                         help="with --plan: preload the N most requested adapters (default: all recorded)")
+    fleet = advise.add_argument_group("fleets (several access logs)")
+    fleet.add_argument("--replicas", metavar="N,N,...", help="replica counts to try (default 1 to 4, and the recorded)")
+    fleet.add_argument("--seed", type=int, default=0, help="seed of the random routing")
+    fleet.add_argument("--spill", type=float, default=1.25,
+                       help="adapter-affine: a home replica holding this many times its fair share of the last "
+                            "--window requests is busy, and the request goes to the least loaded (default 1.25)")
+    fleet.add_argument("--window", type=int, default=32, help="adapter-affine: requests counted as load (default 32)")
     advise.set_defaults(run=_advise, extra="bench")
 
     top = sub.add_parser(
@@ -243,6 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "and win over the defaults, e.g. --max-loras-per-batch 4 --lora-paths qa=DIR/adapters/qa.")
     serve.add_argument("dir", type=Path)
     serve.set_defaults(run=_testbed_serve, passthrough=True, extra="testbed")
+    fleet = tb.add_parser("fleet", help="start N test-bed servers behind SMG, SGLang's gateway, until Ctrl-C",
+                          description="Makes the test bed in DIR if needed, starts --replicas SGLang servers on "
+                          "the CPU with every adapter (each writing its own access log into DIR/fleet) and SMG "
+                          "in front of them with --policy, then prints the gateway's URL, a Prometheus scrape "
+                          "job for every replica and the fleet advise command, and serves until Ctrl-C. Further "
+                          "flags go to every SGLang server.")
+    fleet.add_argument("dir", type=Path)
+    fleet.add_argument("--replicas", type=int, default=2, help="SGLang servers (default 2)")
+    fleet.add_argument("--policy", default="round_robin", help="SMG's routing policy (default round_robin; also "
+                       "random, cache_aware, power_of_two, consistent_hashing, least_load)")
+    fleet.add_argument("--adapters", type=int, default=8, help="adapters of a new test bed (default 8)")
+    fleet.add_argument("--slots", type=int, default=4, help="pool slots per server, --max-loras-per-batch (default 4)")
+    fleet.set_defaults(run=_testbed_fleet, passthrough=True, extra="fleet")
     return parser
 
 
@@ -259,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as error:
         if (error.name or "").split(".")[0] not in _EXTRA_MODULES or not getattr(args, "extra", None):
             raise
-        print(f"lora-telemetry {args.command} needs the [{args.extra}] extra ({error.name} is missing): "
-              f"pip install 'lora-telemetry[{args.extra}]'", file=sys.stderr)
+        extra = "fleet" if error.name == "smg" else args.extra  # demo --replicas needs the gateway
+        print(f"lora-telemetry {args.command} needs the [{extra}] extra ({error.name} is missing): "
+              f"pip install 'lora-telemetry[{extra}]'", file=sys.stderr)
         return 2
     except (ValueError, OSError) as error:  # bad input: say what, not where
         print(f"error: {error}", file=sys.stderr)

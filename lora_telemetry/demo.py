@@ -24,7 +24,10 @@ from rich.table import Table
 from lora_telemetry import events as ev
 from lora_telemetry import testbed
 from lora_telemetry.capacity.analysis import analyse, one_line
+from lora_telemetry.capacity.fleet import advise_fleet
 from lora_telemetry.scrape import Metrics
+from lora_telemetry.testbed.fleet import Fleet
+from lora_telemetry.testbed.fleet_command import adapter_flags, instructions
 from lora_telemetry.testbed.server import TestBedServer
 
 _WORDS = "the adapter pool serves many tenants with one base model select from where order count".split()
@@ -43,7 +46,7 @@ def popularity(names: list[str]) -> list[float]:
 
 
 async def _client(http: httpx.AsyncClient, choices: list[str], weights: list[float], rng: random.Random,
-                  deadline: float, counts: ClientCounts, on_done: callable) -> None:
+                  deadline: float, counts: ClientCounts, on_done: callable, gateway: bool) -> None:
     while time.monotonic() < deadline:
         name = rng.choices(choices, weights)[0]
         prompt = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 12)))
@@ -52,9 +55,14 @@ async def _client(http: httpx.AsyncClient, choices: list[str], weights: list[flo
         counts.sent[name] += 1
         try:
             if rng.random() < 0.25:
-                model = testbed.SERVED_MODEL_NAME + (f":{adapter}" if adapter else "")
-                response = await http.post("/v1/completions", json={
-                    "model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
+                # A gateway routes by model name, and knows the base model's only: there the adapter
+                # goes in lora_path, which SGLang's completions take as well as "model:adapter".
+                body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+                if gateway:
+                    body |= {"model": testbed.SERVED_MODEL_NAME, "lora_path": adapter}
+                else:
+                    body["model"] = testbed.SERVED_MODEL_NAME + (f":{adapter}" if adapter else "")
+                response = await http.post("/v1/completions", json=body)
             else:
                 response = await http.post("/generate", json={
                     "text": prompt, "lora_path": adapter,
@@ -67,7 +75,7 @@ async def _client(http: httpx.AsyncClient, choices: list[str], weights: list[flo
 
 
 async def drive(url: str, adapters: list[str], duration: float, concurrency: int, seed: int,
-                progress: Progress) -> ClientCounts:
+                progress: Progress, gateway: bool = False) -> ClientCounts:
     """Closed-loop mixed traffic from ``concurrency`` clients for ``duration`` seconds."""
     choices = adapters + [ev.BASE]
     weights = popularity(adapters) + [0.3]
@@ -82,7 +90,7 @@ async def drive(url: str, adapters: list[str], duration: float, concurrency: int
 
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
         await asyncio.gather(*(
-            _client(http, choices, weights, random.Random(seed * 1000 + i), deadline, counts, on_done)
+            _client(http, choices, weights, random.Random(seed * 1000 + i), deadline, counts, on_done, gateway)
             for i in range(concurrency)))
     progress.update(task, completed=duration)
     return counts
@@ -146,13 +154,61 @@ def _serve_until_interrupted(console: Console, server: TestBedServer) -> None:
         pass
 
 
+def _traffic(url: str, adapters: list[str], args: argparse.Namespace, console: Console,
+             gateway: bool = False) -> ClientCounts:
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[done]} requests"),
+                        TimeRemainingColumn(), console=console)
+    with progress:
+        return asyncio.run(drive(url, adapters, args.duration, args.concurrency, args.seed, progress, gateway))
+
+
+def _fleet_advice(fleet: Fleet) -> str:
+    """Round-robin against adapter-affine routing at the fleet's own size, from its access logs."""
+    advice = advise_fleet(fleet.access_logs, counts=[len(fleet.servers)])
+    slots = advice.replicas[0].slots or advice.sizes[0]
+    n = len(fleet.servers)
+    rates = {p: advice.hit_rate(p, n, slots) for p in ("round-robin", "adapter-affine")}
+    return (f"at {slots} slots each, adapter-affine routing would give a gpu hit rate of "
+            f"{rates['adapter-affine']:.0%} where round-robin gives {rates['round-robin']:.0%} "
+            f"(lora-telemetry advise {' '.join(map(str, fleet.access_logs))} for the table)")
+
+
+def _run_fleet(args: argparse.Namespace, console: Console, root: Path, adapters: list[str], flags: list[str]) -> int:
+    fleet = Fleet(root, args.replicas, flags, root / "demo-fleet", args.gateway_policy)
+    console.print(f"{args.replicas} replicas behind SMG ({args.gateway_policy}), each with {len(adapters)} adapters "
+                  f"and {args.slots} pool slots; logs in {fleet.workdir}")
+    try:
+        with console.status(f"starting {args.replicas} SGLang servers on the CPU (about 20 s each) and the gateway"):
+            fleet.start(on_started=lambda what: console.print(f"started {what}"))
+        counts = _traffic(fleet.url, adapters, args, console, gateway=True)
+        time.sleep(0.5)  # let the schedulers' last snapshots land
+        scrapes = [Metrics.fetch(server.url) for server in fleet.servers]
+        console.print(summary_table(counts, Metrics.combined(scrapes), adapters + [ev.BASE]))
+        for i, metrics in enumerate(scrapes):
+            gpu = metrics.by("sglang_lora_cache_lookups_total", "result", tier="gpu")
+            console.print(f"replica {i}: {metrics.total('sglang_lora_requests_total', outcome='finished'):.0f} "
+                          f"requests, gpu hit rate {_percent(gpu.get('hit', 0), sum(gpu.values()))}, "
+                          f"{metrics.total('sglang_lora_pool_evictions_total'):.0f} evictions")
+        console.print(f"advice: {_fleet_advice(fleet)}")
+        if args.keep_serving:
+            console.print(instructions(fleet), markup=False, highlight=False)
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with console.status("stopping the fleet"):
+            fleet.stop()
+    return 0
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     root = Path(args.dir) if args.dir else testbed.default_root()
     with console.status("making the test bed (once; cached)") as status:
         bed = testbed.make(root, adapters=args.adapters, seed=0, progress=lambda m: status.update(f"making {m}"))
     adapters = list(bed.adapters())
-    flags = ["--max-loras-per-batch", str(args.slots), "--lora-paths",
-             *(f"{name}={path}" for name, path in bed.adapters().items())]
+    flags = adapter_flags(bed, args.slots)
+    if args.replicas > 1:
+        return _run_fleet(args, console, root, adapters, flags)
     recording = root / "demo-access.log"
     recording.unlink(missing_ok=True)
     server = TestBedServer(root, flags, env={"LORA_TELEMETRY_ACCESS_LOG": str(recording)},
@@ -162,10 +218,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     with console.status("starting SGLang on the CPU (about 20 s)"):
         server.start()
     try:
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[done]} requests"),
-                            TimeRemainingColumn(), console=console)
-        with progress:
-            counts = asyncio.run(drive(server.url, adapters, args.duration, args.concurrency, args.seed, progress))
+        counts = _traffic(server.url, adapters, args, console)
         time.sleep(0.5)  # let the scheduler's last snapshot land
         metrics = Metrics.fetch(server.url)
         console.print(summary_table(counts, metrics, adapters + [ev.BASE]))

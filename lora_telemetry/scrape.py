@@ -34,6 +34,15 @@ class Metrics:
         with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=timeout) as response:
             return cls(response.read().decode())
 
+    @classmethod
+    def combined(cls, scrapes: list[Metrics]) -> Metrics:
+        """Several servers' scrapes as one, so that sums and quantiles cover a fleet."""
+        out = cls("")
+        out.samples = [s for m in scrapes for s in m.samples]
+        out.types = {k: v for m in scrapes for k, v in m.types.items()}
+        out.text = "".join(m.text for m in scrapes)
+        return out
+
     def select(self, name: str, **match: str) -> list[Sample]:
         return [s for s in self.samples if s.name == name and all(s.labels.get(k) == v for k, v in match.items())]
 

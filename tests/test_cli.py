@@ -11,7 +11,7 @@ from lora_telemetry.cli import build_parser, main
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["testbed", "serve", "--help"], ["doctor", "--help"],
-                                  ["top", "--help"]])
+                                  ["top", "--help"], ["testbed", "fleet", "--help"]])
 def test_help_explains(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
@@ -36,11 +36,12 @@ def test_a_command_whose_extra_is_missing_says_which_extra_in_one_line(tmp_path)
     """As on a lean install: the modules that only the extras bring cannot be imported."""
     blocker = tmp_path / "sitecustomize.py"
     blocker.write_text("import sys\n"
-                       "for name in ('rich', 'httpx', 'matplotlib', 'peft'):\n"
+                       "for name in ('rich', 'httpx', 'matplotlib', 'peft', 'smg'):\n"
                        "    sys.modules[name] = None\n")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}
     cases = {("advise", "x.log"): "[bench]", ("testbed", "make", str(tmp_path / "bed")): "[testbed]",
-             ("demo",): "[testbed]", ("bench", "--hooks"): "[bench]", ("top", "http://127.0.0.1:9"): "[top]"}
+             ("demo",): "[testbed]", ("bench", "--hooks"): "[bench]", ("top", "http://127.0.0.1:9"): "[top]",
+             ("testbed", "fleet", str(tmp_path / "bed")): "[fleet]"}
     for argv, extra in cases.items():
         run = subprocess.run([sys.executable, "-m", "lora_telemetry.cli", *argv], capture_output=True, text=True,
                              env=env, timeout=120)

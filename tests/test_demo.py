@@ -81,3 +81,17 @@ def test_keep_serving_says_how_to_point_prometheus_and_grafana_at_it():
     paths = re.findall(r"(/\S+\.(?:yml|json))", text)
     assert {Path(p).name for p in paths} == {"prometheus.yml", "rules.yml", "lora-telemetry.json", "provisioning.yml"}
     assert all(Path(p).exists() for p in paths)
+
+
+def test_demo_through_a_fleet_sums_the_replicas_it_served(bed):
+    demo = _demo(bed, "--replicas", "2", "--duration", "8")
+    output = demo.communicate(timeout=400)[0]
+    assert demo.returncode == 0, output
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in output.splitlines() if line.count("│") > 10]
+    table = {row[0]: row for row in rows if row and row[0] != "adapter"}
+    sent = sum(int(row[1]) for row in table.values())
+    assert sent > 10 and sent == sum(int(row[2]) for row in table.values())  # every request through the gateway ok
+    served = [int(n) for n in re.findall(r"replica \d: (\d+) requests", output)]
+    assert len(served) == 2 and all(served) and sum(served) == sent, output
+    assert re.search(r"advice: at 4 slots each, adapter-affine routing would give a gpu hit rate of \d+% where "
+                     r"round-robin gives \d+%", output), output

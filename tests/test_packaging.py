@@ -44,7 +44,8 @@ def test_the_wheel_requires_only_the_core_and_ships_the_dashboards(dist):
     required = {line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")}
     core = {r.split(">")[0].split("=")[0].split("[")[0].strip() for r in required if "extra ==" not in r}
     assert core == CORE
-    for name in ("grafana/lora-telemetry.json", "prometheus/rules.yml", "prometheus/rules_test.yml"):
+    for name in ("grafana/lora-telemetry.json", "prometheus/rules.yml", "prometheus/rules_test.yml",
+                 "llm-d/endpoint-picker.yaml"):
         assert f"lora_telemetry/dashboards/{name}" in names
     assert "lora_telemetry/testbed/stand_in/sgl_kernel/__init__.py" in names
 

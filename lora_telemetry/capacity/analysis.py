@@ -76,7 +76,7 @@ def split_records(records: Iterable[Record]) -> _Split:
     return _Split(dict(pools), requests, loads, distinct - {BASE}, first, last)
 
 
-def _from_requests(requests: list[Request]) -> list[Record]:
+def from_requests(requests: list[Request]) -> list[Record]:
     """A recording of requests only (a bench schedule): one batch per request, in arrival order,
     after the batch that puts the base model into a new pool."""
     ordered = sorted(requests, key=lambda r: r.arrival)
@@ -99,8 +99,8 @@ def _lru(records: list[Record], sizes: list[int]) -> curves.Curve:
     return curve
 
 
-def _merge(parts: list[curves.Curve]) -> curves.Curve:
-    """Pools of several data-parallel ranks: counts add up, size by size."""
+def merge(parts: list[curves.Curve]) -> curves.Curve:
+    """Pools of several data-parallel ranks or replicas: counts add up, size by size."""
     sizes = sorted(set.intersection(*(set(p.sizes) for p in parts)))
     requests: dict[str, int] = defaultdict(int)
     hits: dict[str, np.ndarray] = {}
@@ -128,7 +128,7 @@ def analyse(path: Path, policy: str | None = None, partial: bool = False,
     if not split.distinct and not any(isinstance(r, Batch) for part in pools.values() for r in part):
         if not requests:
             raise RecordingError(path, 1, 0, "no batches and no requests recorded")
-        pools = {0: _from_requests(requests)}
+        pools = {0: from_requests(requests)}
         split = split_records(pools[0])
     settings = next((r for part in pools.values() for r in part if isinstance(r, Pool)), None)
     policy = policy or (settings.policy if settings else "lru")
@@ -139,7 +139,7 @@ def analyse(path: Path, policy: str | None = None, partial: bool = False,
         priorities = settings.priorities if settings is not None and policy == "priority" else None
         parts = [curves.exact_curve(part, policy, sizes, progress, priorities) for part in pools.values()]
     host = curves.host_curve(requests, preloaded_at_start(split.loads, requests)) if requests else None
-    return Analysis(policy=policy, slots=_merge(parts), host=host, pool=settings,
+    return Analysis(policy=policy, slots=merge(parts), host=host, pool=settings,
                     batches=sum(p.batches for p in parts), requests=len(requests),
                     span_s=max(split.last - split.first, 0.0), seconds=time.perf_counter() - start,
                     stopped_at=errors[0] if errors else None)

@@ -23,7 +23,7 @@ def _bytes(n: float) -> str:
     return f"{n:,.1f} GiB"
 
 
-def _rows(sizes: list[int], keep: set[int], most: int = 24) -> list[int]:
+def shown_sizes(sizes: list[int], keep: set[int], most: int = 24) -> list[int]:
     """All sizes if few; otherwise the small ones, a spread of larger ones, and ``keep``."""
     if len(sizes) <= most:
         return sizes
@@ -37,7 +37,7 @@ def _slot_table(analysis: Analysis, advised: int) -> Table:
     table = Table(title=f"GPU slots (--max-loras-per-batch), {analysis.policy.upper()}")
     for column in ("slots", "gpu hit rate", "slot loads / 1,000 batches", "pool memory", ""):
         table.add_column(column, justify="right" if column else "left")
-    for size in _rows(curve.sizes, {advised, now or 0}):
+    for size in shown_sizes(curve.sizes, {advised, now or 0}):
         i = curve.sizes.index(size)
         note = " ".join(label for label, at in (("now", now), ("advised", advised)) if at == size)
         memory = _bytes(size * pool.slot_bytes) if pool else "?"
@@ -66,7 +66,7 @@ def _host_table(host: Curve, advised: int) -> Table:
     for column in ("adapters loaded", "host hit rate", "loads / 1,000 requests", ""):
         table.add_column(column, justify="right" if column else "left")
     total = sum(host.requests.values()) or 1
-    for size in _rows(host.sizes, {advised}):
+    for size in shown_sizes(host.sizes, {advised}):
         i = host.sizes.index(size)
         loads = 1000 * sum(int(host.loads[n][i]) for n in host.loads) / total
         table.add_row(str(size), f"{host.hit_rate(i):.1%}", f"{loads:,.1f}", "advised" if size == advised else "")

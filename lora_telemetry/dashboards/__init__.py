@@ -1,4 +1,4 @@
-"""The Grafana dashboard and the Prometheus rules, shipped with the package so that they reach
+"""The Grafana dashboard, the Prometheus rules and llm-d's picker config, shipped with the package so that they reach
 users who never see its repository; :func:`write` copies them out (``lora-telemetry dashboards DIR``)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ FILES = (
     "prometheus/rules.yml",  # recording and alerting rules
     "prometheus/rules_test.yml",  # promtool test rules prometheus/rules_test.yml
     "prometheus/prometheus.yml",  # an example scrape configuration
+    "llm-d/endpoint-picker.yaml",  # llm-d's endpoint picker reading our LoRA gauge
 )
 
 

@@ -22,9 +22,10 @@ def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
 
 
 class Prometheus:
-    """Scrapes ``target`` every second and evaluates our rules every second."""
+    """Scrapes ``target`` (or each of several) every second and evaluates our rules every second."""
 
-    def __init__(self, target: str, workdir: Path) -> None:
+    def __init__(self, target: str | list[str], workdir: Path) -> None:
+        targets = [target] if isinstance(target, str) else target
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         rules = workdir / "rules.yml"
@@ -33,7 +34,7 @@ class Prometheus:
         config.write_text(json.dumps({
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(rules)],
-            "scrape_configs": [{"job_name": "sglang", "static_configs": [{"targets": [target]}]}],
+            "scrape_configs": [{"job_name": "sglang", "static_configs": [{"targets": targets}]}],
         }))
         self.command = [shutil.which("prometheus") or "prometheus", f"--config.file={config}",
                         f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"]

@@ -73,6 +73,9 @@ def test_dashboard_variables_units_and_hottest_table():
     assert {"s", "bytes", "percentunit", "reqps"} <= units
     assert any(p["title"] == "Hottest adapters" and p["type"] == "table" for p in _panels())
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Traffic per adapter", "Latency per adapter", "Cache and pool", "Lifecycle", "Memory",
-                    "Telemetry health"]
+    assert rows == ["Traffic per adapter", "Latency per adapter", "Cache and pool", "Fleet (replicas behind a gateway)",
+                    "Lifecycle", "Memory", "Telemetry health"]
+    [matrix] = [p for p in _panels() if p["title"].startswith("Resident where")]
+    grouping = matrix["transformations"][0]["options"]
+    assert (grouping["rowField"], grouping["columnField"]) == ("instance", "lora_name")
     assert dashboard["uid"] == "lora-telemetry"

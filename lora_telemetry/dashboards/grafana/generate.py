@@ -15,6 +15,8 @@ UID = "lora-telemetry"
 SERVER = 'instance=~"$instance", model=~"$model"'
 ADAPTER = SERVER + ', lora_name=~"$lora_name"'
 RATE = "[$__rate_interval]"
+GPU = ADAPTER + ', tier="gpu"'
+GPU_HIT = GPU + ', result="hit"'
 # Both servers of a prefill/decode pair see each request: request-path series count on the decode side.
 NOT_PREFILL = ' unless on (instance) sglang_lora_telemetry_info{role="prefill"}'
 
@@ -100,6 +102,18 @@ ROWS = [
         ("Routing info age", "s", [
             (f"time() - max by (instance) (sglang_lora_requests_info{{{SERVER}}})", "{{instance}}")], "timeseries"),
     ]),
+    ("Fleet (replicas behind a gateway)", [
+        ("Requests per second by instance and adapter", "reqps", [
+            (_rate("sglang_lora_requests_total", "instance, lora_name"), "{{instance}} {{lora_name}}")], "timeseries"),
+        ("GPU tier hit rate by instance", "percentunit", [
+            (f"{_rate('sglang_lora_cache_lookups_total', 'instance', GPU_HIT)} / "
+             f"{_rate('sglang_lora_cache_lookups_total', 'instance', GPU)}", "{{instance}}")], "timeseries"),
+        ("Resident where: instance by adapter (1: holds a pool slot)", "short", [
+            (f'max by (instance, lora_name) (sglang_lora_adapter_resident{{{ADAPTER}, tier="gpu"}})', "")], "matrix"),
+        ("Replicas holding each adapter in a pool slot", "short", [
+            (f'count by (lora_name) (max by (instance, lora_name) (sglang_lora_adapter_resident{{{ADAPTER}, tier="gpu"}}) > 0)',
+             "{{lora_name}}")], "timeseries"),
+    ]),
     ("Lifecycle", [
         ("Adapter loads by trigger and result", "ops", [
             (_rate("sglang_lora_adapter_loads_total", "trigger, result"), "{{trigger}} {{result}}")], "timeseries"),
@@ -141,9 +155,9 @@ def _variable(name: str, label: str, query: str) -> dict:
 
 
 def _panel(panel_id: int, title: str, unit: str, queries: list[tuple[str, str]], kind: str, x: int, y: int) -> dict:
-    table = kind in ("table", "barchart")
+    table = kind in ("table", "barchart", "matrix")
     panel = {
-        "id": panel_id, "type": kind, "title": title, "gridPos": {"h": 8, "w": 8, "x": x, "y": y},
+        "id": panel_id, "type": "table" if kind == "matrix" else kind, "title": title, "gridPos": {"h": 8, "w": 8, "x": x, "y": y},
         "datasource": {"type": "prometheus", "uid": "${datasource}"},
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
         "targets": [{"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend,
@@ -153,6 +167,14 @@ def _panel(panel_id: int, title: str, unit: str, queries: list[tuple[str, str]],
     }
     if kind == "table":
         panel["transformations"] = [{"id": "merge", "options": {}}]
+    if kind == "matrix":  # a heatmap: one row per instance, one column per adapter, coloured by value
+        panel["transformations"] = [{"id": "groupingToMatrix", "options": {
+            "columnField": "lora_name", "rowField": "instance", "valueField": "Value"}}]
+        panel["fieldConfig"]["defaults"] |= {
+            "custom": {"cellOptions": {"type": "color-background"}},
+            "color": {"mode": "thresholds"},
+            "thresholds": {"mode": "absolute", "steps": [{"color": "transparent", "value": None},
+                                                         {"color": "green", "value": 1}]}}
     if kind == "barchart":  # one bar per adapter, its phases stacked
         panel["transformations"] = [{"id": "groupingToMatrix", "options": {
             "columnField": "phase", "rowField": "lora_name", "valueField": "Value"}}]
