@@ -35,7 +35,8 @@ class Gateway:
         if importlib.util.find_spec("smg") is None:
             raise ModuleNotFoundError(f"SMG is not installed: pip install smg=={SMG_VERSION}", name="smg")
         self.workers, self.policy, self.log_path = workers, policy, log_path
-        self.port, self.metrics_port = free_port(), free_port()
+        self.port = free_port()
+        self.metrics_port = next(p for p in iter(free_port, None) if p != self.port)
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
