@@ -58,8 +58,8 @@ class Prometheus:
             self.process.terminate()
             self.process.wait(30)
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        url = self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr, **({"time": at} if at else {})})
         with urllib.request.urlopen(url, timeout=30) as response:
             body = json.loads(response.read())
         assert body["status"] == "success", body

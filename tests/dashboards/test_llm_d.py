@@ -23,7 +23,7 @@ def test_the_config_names_every_sglang_spec_and_the_lora_scorer():
     [extractor] = [p for p in config["plugins"] if p["type"] == "core-metrics-extractor"]
     [sglang] = extractor["parameters"]["engineConfigs"]
     assert sglang["name"] == "sglang" and sglang["loraSpec"] == "sglang_lora_requests_info"
-    for key in ("queuedRequestsSpec", "runningRequestsSpec", "kvUsageSpec", "cacheInfoSpec"):
+    for key in ("queuedRequestsSpec", "runningRequestsSpec", "kvUsageSpec", "cacheBlockSizeSpec", "cacheNumBlocksSpec"):
         assert parse_spec(sglang[key])[0].startswith("sglang:"), key
     profile_plugins = {p["pluginRef"] for p in config["schedulingProfiles"][0]["plugins"]}
     assert "lora-affinity-scorer" in profile_plugins <= {p["type"] for p in config["plugins"]}
