@@ -52,7 +52,8 @@ def _cheapest_lines(advice: FleetAdvice, target: float) -> list[str]:
                               for slots in [advice.fewest_slots(policy, n, target)])
         found = advice.cheapest(policy, target)
         if found is None:
-            best = max(advice.hit_rate(policy, n, advice.sizes[-1]) or 0.0 for n in advice.counts)
+            best = max(advice.hit_rate(policy, n, advice.sizes[-1]) or 0.0 for n in advice.counts
+                       if n >= len(advice.replicas))
             lines.append(f"{policy}: not reached with {len(advice.replicas)} to {advice.counts[-1]} replicas of "
                          f"up to {advice.sizes[-1]} slots (at most {best:.1%}; first uses always miss)")
         else:
