@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +18,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from lora_telemetry.testbed.server import ServerStartError, TestBedServer, free_port
+from lora_telemetry.testbed.server import ServerStartError, TestBedServer, free_port, stop_process_group
 
 SMG_VERSION = "1.13.0"  # the SMG release this fleet was written and tested against (SGLang 0.5.23)
 SMG_POLICIES = ("round_robin", "random", "cache_aware", "power_of_two", "consistent_hashing", "least_load")
@@ -74,16 +72,7 @@ class Gateway:
         return "\n".join(text.splitlines()[-lines:]) or "(no log)"
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.process, timeout)
 
     def __enter__(self) -> Gateway:
         return self.start()

@@ -52,6 +52,21 @@ def _ephemeral_range_start() -> int:
         return 32768
 
 
+def stop_process_group(process: subprocess.Popen | None, timeout: float) -> None:
+    """Stop a process started in its own group, and everything it started: SIGTERM, then SIGKILL
+    after ``timeout``. SGLang's schedulers and SMG's workers are children, not the process itself."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
 class TestBedServer:
     """A running SGLang server on the test bed; use as a context manager."""
 
@@ -128,17 +143,7 @@ class TestBedServer:
         return "\n".join(self._log_text().splitlines()[-lines:]) or "(no log)"
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop the whole process group: SIGTERM, then SIGKILL after ``timeout``."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.process, timeout)
 
     def __enter__(self) -> TestBedServer:
         return self.start()
