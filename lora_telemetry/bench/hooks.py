@@ -7,7 +7,9 @@ alone: SGLang's own work is replaced by a no-op.
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -29,7 +31,7 @@ def _decode_batch(adapters: int, requests: int) -> tuple[SimpleNamespace, Simple
     pool = SimpleNamespace(uid_to_buffer_id={uid: n for n, uid in enumerate(refs)}, max_loras_per_batch=adapters + 1)
     manager = SimpleNamespace(lora_refs=refs, memory_pool=pool)
     worker = SimpleNamespace(model_runner=SimpleNamespace(lora_manager=manager))
-    reqs = [SimpleNamespace(lora_id=uid, rid=f"r{i}") for i, uid in enumerate(ids)]
+    reqs = [SimpleNamespace(lora_id=uid, rid=f"r{i}", finished=lambda: False) for i, uid in enumerate(ids)]
     sched = SimpleNamespace(enable_lora=True, tp_worker=worker, waiting_queue=[], max_loras_per_batch=adapters + 1,
                             enable_lora_overlap_loading=False, lora_drainer=None, disaggregation_mode=None,
                             running_batch=SimpleNamespace(reqs=reqs))
@@ -45,6 +47,60 @@ def _prefilled_batches(sched: SimpleNamespace, count: int, requests: int) -> lis
     return [SimpleNamespace(forward_mode=extend, reqs=[
         SimpleNamespace(lora_id=uids[i % len(uids)], rid=f"r{n}-{i}", time_stats=stats) for i in range(requests)])
         for n in range(count)]
+
+
+def _scheduler_pass(running: int = 1024, waiting: int = 5000, adapters: int = 64,
+                    slots: int = 8) -> tuple[str, Timing, Timing]:
+    """One pass of SGLang's scheduling loop at scale: the admission check of each waiting request until
+    the full batch stops the pass at the first it could admit, the forward step, the pool's
+    preparation, the step's result. Timed with our hooks and with SGLang's own calls alone (stand-ins
+    that decide as SGLang does); the difference is ours. Each pass meets the queue at another point,
+    so the number of admission checks varies as in a server. Also the pass that hands the batches
+    and the routing state on, once per ``FLUSH_INTERVAL_S``."""
+    rng = random.Random(0)
+    resident = [f"id{i}" for i in range(slots - 1)]  # the running batch holds every slot but the base model's
+    sched, batch = _decode_batch(adapters, running)
+    for i, req in enumerate(batch.reqs):
+        req.lora_id = resident[i % len(resident)]
+    sched.running_batch = batch
+    sched.waiting_queue = [SimpleNamespace(lora_id=f"id{rng.randrange(adapters)}", rid=f"w{i}")
+                           for i in range(waiting)]
+    queues = [sched.waiting_queue[start:start + 200] for start in range(0, waiting - 200, 5)]
+    pool = sched.tp_worker.model_runner.lora_manager.memory_pool
+    pool.uid_to_buffer_id = {uid: n for n, uid in enumerate([None, *resident])}
+    running_loras = {None, *resident}
+
+    def admit(self: Any, req: Any, loras: set) -> bool:
+        return req.lora_id in loras
+
+    def bare(queue: list) -> None:
+        for req in queue:
+            if admit(sched, req, running_loras):
+                break
+        _noop(pool, running_loras)
+
+    def hooked(queue: list) -> None:
+        for req in queue:
+            if scheduler.can_schedule_lora_req(admit, sched, req, running_loras):
+                break
+        scheduler.run_batch(sched, batch)
+        memory_pool.prepare_lora_batch(_noop, pool, running_loras)
+        scheduler.process_batch_result(None, sched, batch)
+
+    for queue in queues:  # every request refused once: counted now, as in a server's steady state
+        hooked(queue)
+    checks = sorted(next(i for i, req in enumerate(q) if req.lora_id in running_loras) + 1 for q in queues)
+    ours, theirs = (_each_queue(run, queues) for run in (hooked, bare))
+    flush = per_call(lambda: scheduler._flush(sched, batch, 0.0), calls=1, rounds=200)
+    label = (f"a scheduler pass: {running:,} running, {waiting:,} waiting on {adapters} adapters "
+             f"({checks[len(checks) // 2]} admission checks at the median)")
+    return label, Timing(ours.median - theirs.median, ours.p95 - theirs.median, ours.runs), flush
+
+
+def _each_queue(run: Callable[[list], None], queues: list[list]) -> Timing:
+    """``run`` once per call, on the queues in turn."""
+    turns = itertools.cycle(queues)
+    return per_call(lambda: run(next(turns)), calls=1, rounds=5000)
 
 
 def _per_request(timing: Timing, requests: int) -> Timing:
@@ -131,4 +187,7 @@ def run() -> dict[str, Timing]:
     hook, render = _phases(sched, telemetry)
     results["result hook, a prefill batch of 16 requests (per request)"] = hook
     results["  their phases, read and rendered on the publisher thread (per request)"] = render
+    label, scheduling, flush = _scheduler_pass()
+    results[label] = scheduling
+    results["  the same pass when it hands batches and routing state on (every 0.25 s)"] = flush
     return results

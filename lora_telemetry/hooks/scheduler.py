@@ -1,9 +1,11 @@
 """Scheduler (scheduler process): gpu-tier lookups, adapters per batch, admission, routing.
 
-``run_batch`` runs once per forward step, so its hook keeps to local state: it counts the
-batch's distinct adapters into a tally, looks at each request of a prefill batch once
-(marking it seen), and hands the tally and the routing gauges on at most every
-``FLUSH_INTERVAL_S`` while busy, and once when the scheduler idles.
+``run_batch`` runs once per forward step, over a running batch of up to thousands of requests,
+so its hook never walks a decode batch: it keeps a reference to the batch's request list
+(SGLang replaces that list when the batch changes and never edits it in place, so the
+reference is a snapshot), looks at each request of a prefill batch once (marking it seen), and
+at most every ``FLUSH_INTERVAL_S`` while busy, and once when the scheduler idles, hands the
+batches and the routing state on to be counted off the scheduler's thread.
 
 Where the gpu-tier lookup happens depends on how SGLang fills slots. By default slots are
 filled at forward time, so a request's lookup is made when it is first scheduled. With
@@ -42,7 +44,7 @@ _MISSED = "_lora_telemetry_missed"  # its gpu-tier lookup missed: its batch load
 _DEFERRED = "_lora_telemetry_deferred"  # perf_counter time of its first refusal; 0.0 once scheduled
 _REFUSED_AT = "_lora_telemetry_refused_at"  # perf_counter time of its first refusal, kept for its phases
 _PHASED = "_lora_telemetry_phased"  # its phases were handed on
-_batches: dict[int, int] = {}  # distinct adapters per batch -> batches, since the last flush
+_batch_reqs: list[list] = []  # the request list of each forward batch since the last flush
 _state = {"last_flush": 0.0, "busy": False}
 
 
@@ -50,29 +52,46 @@ def _manager(scheduler: Any) -> Any:
     return scheduler.tp_worker.model_runner.lora_manager
 
 
-def _routing_state(scheduler: Any, batch: Any, refs: dict) -> ev.RoutingState:
+def _composition(batches: list[list]) -> None:
+    """Batches by their number of distinct adapters; a decode batch that did not change since the
+    step before is the same list, counted without walking it again."""
+    tally: dict[int, int] = {}
+    last, distinct = None, 0
+    for reqs in batches:
+        if reqs is not last:
+            last, distinct = reqs, len({r.lora_id for r in reqs})
+        tally[distinct] = tally.get(distinct, 0) + 1
+    runtime.emit(ev.BatchComposition(tally))
+
+
+def _routing_state(running: list, batch_reqs: list, waiting: list, refs: dict, slots: int, at: float) -> None:
     """Requests in the running batch (and the new prefill batch, which joins it) and in the queue.
 
     Finished requests stay in the running batch until its next filter (with the overlap scheduler, a
     step later); SGLang's admission no longer counts them as holding a slot, and neither do we.
     """
-    reqs = {id(r): r for r in getattr(getattr(scheduler, "running_batch", None), "reqs", None) or ()}
-    if batch is not None:
-        reqs.update((id(r), r) for r in batch.reqs)
-    running = Counter(lora_name(r.lora_id, refs) for r in reqs.values() if not r.finished())
-    waiting = Counter(lora_name(r.lora_id, refs) for r in scheduler.waiting_queue)
-    for counts in (running, waiting):
-        counts.pop(ev.BASE, None)
-    return ev.RoutingState(dict(running), dict(waiting), scheduler.max_loras_per_batch, time.time())
+    reqs = {id(r): r for r in running}
+    reqs.update((id(r), r) for r in batch_reqs)
+    counts = [Counter(lora_name(r.lora_id, refs) for r in reqs.values() if not r.finished()),
+              Counter(lora_name(r.lora_id, refs) for r in waiting)]
+    for count in counts:
+        count.pop(ev.BASE, None)
+    runtime.emit(ev.RoutingState(dict(counts[0]), dict(counts[1]), slots, at))
 
 
 def _flush(scheduler: Any, batch: Any, now: float) -> None:
+    """Hands the work on, with what it reads taken now: SGLang's request lists (replaced, never edited),
+    a copy of the waiting queue (edited in place) and of the adapter names (an adapter may be unloaded)."""
     _state["last_flush"] = now
     _state["busy"] = batch is not None
-    if _batches:
-        runtime.emit(ev.BatchComposition(dict(_batches)))
-        _batches.clear()
-    runtime.emit(_routing_state(scheduler, batch, _manager(scheduler).lora_refs))
+    if _batch_reqs:
+        runtime.defer(functools.partial(safely, "scheduler_run_batch", _composition, _batch_reqs[:]))
+        _batch_reqs.clear()
+    running = getattr(getattr(scheduler, "running_batch", None), "reqs", None) or ()
+    runtime.defer(functools.partial(
+        safely, "scheduler_run_batch", _routing_state, running, batch.reqs if batch is not None else (),
+        list(scheduler.waiting_queue), dict(_manager(scheduler).lora_refs), scheduler.max_loras_per_batch,
+        time.time()))
 
 
 def _lookup(req: Any, refs: dict, hit: bool) -> None:
@@ -121,8 +140,7 @@ def _on_batch(self: Any, batch: Any) -> None:
     if mode.is_prebuilt():  # PD decode: requests arrive prefilled; their adapter runs from the next step
         _first_scheduled(self, batch.reqs)
         return
-    distinct = len({r.lora_id for r in batch.reqs})
-    _batches[distinct] = _batches.get(distinct, 0) + 1
+    _batch_reqs.append(batch.reqs)
     if mode.is_extend():
         _first_scheduled(self, batch.reqs)
     if self.enable_lora_overlap_loading and runtime.get().config.access_log is not None:

@@ -18,8 +18,10 @@ from lora_telemetry.hooks import ranks as rank_state
 
 @pytest.fixture
 def emitted(monkeypatch):
+    """Events as the hooks emit them; work they defer to the publisher thread is run at once."""
     seen: list = []
     monkeypatch.setattr(runtime, "emit", seen.append)
+    monkeypatch.setattr(runtime, "defer", lambda work: work())
     yield seen
     rank_state._reporting.clear()
 
@@ -121,14 +123,49 @@ def test_a_finished_request_not_yet_filtered_from_the_running_batch_holds_no_slo
 def test_idle_and_prebuilt_batches_are_not_batches_of_adapters(emitted):
     """A PD decode server first schedules a request in a prebuilt batch: its lookup, no forward."""
     rank_state.set_reporting_rank(True)
-    scheduler._batches.clear()
+    scheduler._batch_reqs.clear()
+    scheduler._state.update(last_flush=time.monotonic(), busy=True)
     sched = _scheduler(_pool({None: 0}), REFS)
     scheduler.run_batch(sched, NS(reqs=[], forward_mode=Mode("idle")))
     prefilled = _req("p", "u1")
     scheduler.run_batch(sched, NS(reqs=[prefilled], forward_mode=Mode("prebuilt")))
     scheduler.run_batch(sched, NS(reqs=[prefilled], forward_mode=Mode("decode")))
-    assert scheduler._batches == {1: 1}
+    scheduler.on_idle(None, sched)
+    [composition] = _of(emitted, ev.BatchComposition)
+    assert composition.batches == {1: 1}
     assert [(e.lora_name, e.hit) for e in _of(emitted, ev.CacheLookup)] == [("qa", False)]
+
+
+def test_decode_batches_are_counted_off_the_schedulers_thread_and_walked_once_while_unchanged(monkeypatch):
+    """A running batch of thousands of requests is not walked on every step: the hook keeps SGLang's
+    request list (replaced when the batch changes, never edited), and the publisher counts it."""
+    rank_state.set_reporting_rank(True)
+    emitted, deferred, reads = [], [], []
+    monkeypatch.setattr(runtime, "emit", emitted.append)
+    monkeypatch.setattr(runtime, "defer", deferred.append)
+
+    class Req(NS):
+        @property
+        def lora_id(self) -> str:
+            reads.append(self.rid)
+            return self.uid
+
+    scheduler._batch_reqs.clear()
+    scheduler._state.update(last_flush=time.monotonic(), busy=True)
+    sched = _scheduler(_pool({None: 0, "u1": 1, "u2": 2}), REFS)
+    steady = [Req(rid=f"r{i}", uid="u1" if i % 2 else "u2", finished=lambda: False) for i in range(64)]
+    for _ in range(10):
+        scheduler.run_batch(sched, NS(reqs=steady, forward_mode=Mode("decode")))
+    filtered = steady[:1]  # SGLang's filter makes a new list: one adapter left
+    scheduler.run_batch(sched, NS(reqs=filtered, forward_mode=Mode("decode")))
+    assert reads == [] and emitted == []  # nothing read on the scheduler's thread
+    scheduler.on_idle(None, sched)
+    for work in deferred:
+        work()
+    [composition] = _of(emitted, ev.BatchComposition)
+    assert composition.batches == {2: 10, 1: 1}
+    assert len(reads) == len(steady) + len(filtered)
+    rank_state._reporting.clear()
 
 
 @pytest.mark.parametrize(("ranks", "reports", "dp_rank"), [
@@ -214,7 +251,6 @@ def test_a_slot_load_is_charged_to_its_request_when_the_next_batch_took_the_slot
     """The overlap scheduler runs batch N+1 before it reads batch N's results; N+1 may evict the
     adapter N loaded for its request (which then waits in the running batch for its next slot)."""
     rank_state.set_reporting_rank(True)
-    monkeypatch.setattr(runtime, "defer", lambda work: work())
     pool = _pool({None: 0})
     sched = _scheduler(pool, REFS)
     sched.disaggregation_mode = NS(value="null")

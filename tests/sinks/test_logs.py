@@ -76,3 +76,33 @@ def test_a_writer_that_cannot_keep_up_drops_lines_instead_of_blocking(tmp_path, 
     for _ in range(20_000):  # far more than the pipe and the queue hold
         sink.handlers[ev.SlotEvicted](ev.SlotEvicted("qa", 1))
     assert time.monotonic() - start < 5 and sink.writer.dropped > 0
+
+
+def test_lines_are_rendered_on_the_writer_thread_with_the_time_of_the_event(tmp_path):
+    """A scheduler's forward path pays for queueing a record; rendering happens on the writer's thread,
+    and a line held up there still carries the moment its event happened."""
+    import threading
+    import time
+    from datetime import datetime
+
+    path = tmp_path / "log.jsonl"
+    sink = LogSink("json", "info", path, _process)
+    rendered_on, render = [], sink.writer.render
+
+    def slow_render(record):
+        rendered_on.append(threading.current_thread().name)
+        time.sleep(0.3)
+        return render(record)
+
+    sink.writer.render = slow_render
+    before = time.time()
+    sink.handlers[ev.SlotEvicted](ev.SlotEvicted("qa", 1, "sql"))
+    sink.handlers[ev.SlotEvicted](ev.SlotEvicted("sql", 2, "qa"))
+    after = time.time()
+    sink.writer.flush()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rendered_on == ["lora-telemetry-log", "lora-telemetry-log"]
+    assert after - before < 0.3  # the second line was rendered at least 0.3 s after it was logged
+    stamps = [datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp() for line in lines]
+    assert all(before - 1e-3 <= stamp <= after + 1e-3 for stamp in stamps)
+    assert [line["incoming"] for line in lines] == ["sql", "qa"]
