@@ -72,11 +72,13 @@ def _routing_state(running: list, batch_reqs: list, waiting: list, refs: dict, s
     """
     reqs = {id(r): r for r in running}
     reqs.update((id(r), r) for r in batch_reqs)
-    counts = [Counter(lora_name(r.lora_id, refs) for r in reqs.values() if not r.finished()),
-              Counter(lora_name(r.lora_id, refs) for r in waiting)]
-    for count in counts:
-        count.pop(ev.BASE, None)
-    runtime.emit(ev.RoutingState(dict(counts[0]), dict(counts[1]), slots, at))
+    by_uid = (Counter(r.lora_id for r in reqs.values() if not r.finished()), Counter(r.lora_id for r in waiting))
+    by_name: tuple[Counter, Counter] = (Counter(), Counter())
+    for counts, named in zip(by_uid, by_name, strict=True):
+        for uid, count in counts.items():
+            if uid is not None:
+                named[lora_name(uid, refs)] += count
+    runtime.emit(ev.RoutingState(dict(by_name[0]), dict(by_name[1]), slots, at))
 
 
 def _flush(scheduler: Any, batch: Any, now: float) -> None:
