@@ -14,13 +14,12 @@ from typing import Any
 
 from lora_telemetry import config
 from lora_telemetry.hooks.base import hook, safely
-from lora_telemetry.hooks.on_demand import on_demand_directory
+from lora_telemetry.hooks.on_demand import WARMUP, loads_at_runtime, on_demand_directory
 from lora_telemetry.hooks.tokenizer import preloading
 from lora_telemetry.plan import PlanError
 from lora_telemetry.preload import preload
 
 logger = logging.getLogger("lora_telemetry")
-WARMUP = "sglang.srt.entrypoints.http_server._wait_and_warmup"
 SERVER_UP_TIMEOUT_S = 600.0
 
 
@@ -52,6 +51,8 @@ def _preload(server_args: Any) -> None:
     import requests
 
     plan = config.get().plan
+    if not loads_at_runtime(server_args):
+        return  # said at start-up by hooks.on_demand
     try:
         plan.check_fits(server_args.max_loras_per_batch)
     except PlanError as error:
@@ -74,7 +75,7 @@ def _preload(server_args: Any) -> None:
         return None if answer.status_code == 200 and body.get("success", True) else \
             str(body.get("error_message") or body.get("message") or answer.text)
 
-    directory = on_demand_directory()
+    directory = on_demand_directory(server_args)
     preload(plan, lambda name: str(found) if (found := directory.find(name)) else None, _loaded_names(), load)
 
 
