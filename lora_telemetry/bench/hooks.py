@@ -7,6 +7,7 @@ alone: SGLang's own work is replaced by a no-op.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import os
 import random
@@ -140,7 +141,9 @@ def _http_wrapper() -> Timing:
 
         return call
 
-    wrapped, bare = per_call(through(http_server.stamping_arrival(app))), per_call(through(app))
+    # in a context of its own, as the server runs each request in a task: the stamp stays there
+    wrapped = contextvars.copy_context().run(per_call, through(http_server.stamping_arrival(app)))
+    bare = per_call(through(app))
     return Timing(wrapped.median - bare.median, wrapped.p95 - bare.median, wrapped.runs)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from lora_telemetry import runtime
 from lora_telemetry.bench import hooks
-from lora_telemetry.hooks import base
+from lora_telemetry.hooks import base, http_server, scheduler
 from lora_telemetry.hooks import ranks as rank_state
 
 
@@ -20,6 +20,8 @@ def test_every_timed_hook_runs_without_failing(monkeypatch, tmp_path):
         assert any(name.startswith("a scheduler pass: 1,024 running, 5,000 waiting on 64 adapters")
                    for name in results)
         assert all(timing.median > 0 for timing in results.values())
+        assert http_server.http_arrival.get() == 0.0  # the timed requests' stamps stayed in their own context
     finally:
         rank_state._reporting.clear()
+        scheduler._batch_reqs.clear()
         runtime.reset()
