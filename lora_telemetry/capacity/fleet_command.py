@@ -17,7 +17,7 @@ from lora_telemetry.capacity.recording import RecordingError
 
 def _recorded_table(advice: FleetAdvice) -> Table:
     table = Table(title="Recorded routing", caption="each replica's own batches replayed: what it counted")
-    for column in ("replica", "access log", "slots", "requests", "gpu hit rate"):
+    for column in ("replica", "access log", "slots", "adapter requests", "gpu hit rate"):
         table.add_column(column, justify="left" if column == "access log" else "right")
     hits = asked = 0
     for index, replica in enumerate(advice.replicas):
