@@ -27,7 +27,7 @@ from lora_telemetry.capacity.analysis import analyse, one_line
 from lora_telemetry.capacity.fleet import advise_fleet
 from lora_telemetry.scrape import Metrics
 from lora_telemetry.testbed.fleet import Fleet
-from lora_telemetry.testbed.fleet_command import adapter_flags, instructions
+from lora_telemetry.testbed.fleet_command import adapter_flags, serve_until_interrupted, started
 from lora_telemetry.testbed.server import TestBedServer
 
 _WORDS = "the adapter pool serves many tenants with one base model select from where order count".split()
@@ -177,9 +177,7 @@ def _run_fleet(args: argparse.Namespace, console: Console, root: Path, adapters:
     fleet = Fleet(root, args.replicas, flags, root / "demo-fleet", args.gateway_policy)
     console.print(f"{args.replicas} replicas behind SMG ({args.gateway_policy}), each with {len(adapters)} adapters "
                   f"and {args.slots} pool slots; logs in {fleet.workdir}")
-    try:
-        with console.status(f"starting {args.replicas} SGLang servers on the CPU (about 20 s each) and the gateway"):
-            fleet.start(on_started=lambda what: console.print(f"started {what}"))
+    with started(fleet, console):
         counts = _traffic(fleet.url, adapters, args, console, gateway=True)
         time.sleep(0.5)  # let the schedulers' last snapshots land
         scrapes = [Metrics.fetch(server.url) for server in fleet.servers]
@@ -191,13 +189,7 @@ def _run_fleet(args: argparse.Namespace, console: Console, root: Path, adapters:
                           f"{metrics.total('sglang_lora_pool_evictions_total'):.0f} evictions")
         console.print(f"advice: {_fleet_advice(fleet)}")
         if args.keep_serving:
-            console.print(instructions(fleet), markup=False, highlight=False)
-            signal.pause()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        with console.status("stopping the fleet"):
-            fleet.stop()
+            serve_until_interrupted(fleet, console)
     return 0
 
 

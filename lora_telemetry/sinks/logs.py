@@ -38,7 +38,8 @@ class LineWriter:
     """Queues records; a daemon thread renders each with ``render`` and writes it with one ``write``.
 
     Past ``QUEUE_LINES`` waiting records (a writer that cannot keep up), new ones are dropped
-    and counted in ``dropped`` rather than block the caller.
+    rather than block the caller; they are counted in ``dropped``, as are lines that could not be
+    rendered or written.
     """
 
     QUEUE_LINES = 10_000
@@ -63,7 +64,7 @@ class LineWriter:
             try:
                 os.write(self.fd, (self.render(record) + "\n").encode("utf-8", "replace"))
             except Exception:
-                self.dropped += 1  # nowhere to write to, or a value that cannot be rendered; metrics still count it
+                self.dropped += 1  # nowhere to write to, or a value that cannot be rendered
             finally:
                 self.records.task_done()
 

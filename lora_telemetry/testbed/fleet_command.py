@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 
@@ -30,18 +32,30 @@ def instructions(fleet: Fleet) -> str:
     ])
 
 
-def run(args: argparse.Namespace, extra: list[str], console: Console) -> int:
-    with console.status("making the test bed (once; cached)") as status:
-        bed = testbed.make(args.dir, adapters=args.adapters, seed=0, progress=lambda m: status.update(f"making {m}"))
-    fleet = Fleet(args.dir, args.replicas, adapter_flags(bed, args.slots) + extra, args.dir / "fleet", args.policy)
+@contextmanager
+def started(fleet: Fleet, console: Console) -> Iterator[Fleet]:
+    """The fleet started, with progress shown; stopped on leaving, Ctrl-C included."""
     try:
-        with console.status(f"starting {args.replicas} SGLang servers and the gateway (about 20 s each)"):
+        with console.status(f"starting {len(fleet.servers)} SGLang servers on the CPU (about 20 s each) "
+                            "and the gateway"):
             fleet.start(on_started=lambda what: console.print(f"started {what}"))
-        console.print(instructions(fleet), markup=False, highlight=False)
-        signal.pause()
+        yield fleet
     except KeyboardInterrupt:
         pass
     finally:
         with console.status("stopping the fleet"):
             fleet.stop()
+
+
+def serve_until_interrupted(fleet: Fleet, console: Console) -> None:
+    console.print(instructions(fleet), markup=False, highlight=False)
+    signal.pause()
+
+
+def run(args: argparse.Namespace, extra: list[str], console: Console) -> int:
+    with console.status("making the test bed (once; cached)") as status:
+        bed = testbed.make(args.dir, adapters=args.adapters, seed=0, progress=lambda m: status.update(f"making {m}"))
+    fleet = Fleet(args.dir, args.replicas, adapter_flags(bed, args.slots) + extra, args.dir / "fleet", args.policy)
+    with started(fleet, console):
+        serve_until_interrupted(fleet, console)
     return 0

@@ -19,7 +19,6 @@ def test_every_timed_hook_runs_without_failing(monkeypatch, tmp_path):
         assert base._failed_once == set() and telemetry.sink_errors == 0
         assert any(name.startswith("a scheduler pass: 1,024 running, 5,000 waiting on 64 adapters")
                    for name in results)
-        assert all(timing.median > 0 for timing in results.values())
         assert http_server.http_arrival.get() == 0.0  # the timed requests' stamps stayed in their own context
     finally:
         rank_state._reporting.clear()
