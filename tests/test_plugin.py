@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import psutil
 import pytest
 
@@ -88,16 +90,22 @@ def test_sglangs_own_series_are_served_unchanged_beside_ours(server):
 
     from lora_telemetry.scrape import Metrics
 
-    generate(server, "sql")
-    served = Metrics.fetch(server.url)
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(server.multiproc))
-    stock = Metrics(generate_latest(registry).decode())  # what SGLang's handler renders on its own
-
     def series(metrics: Metrics) -> set:
         return {(s.name, tuple(sorted(s.labels.items()))) for s in metrics.samples if s.name.startswith("sglang:")}
 
-    assert series(served) == series(stock) and series(stock)
+    def stock() -> Metrics:  # what SGLang's handler renders on its own
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(server.multiproc))
+        return Metrics(generate_latest(registry).decode())
+
+    generate(server, "sql")
+    deadline = time.monotonic() + 10
+    while True:  # SGLang's processes add series to their files after the request returns: compare once settled
+        before, served, after = stock(), Metrics.fetch(server.url), stock()
+        if series(before) == series(after) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert series(served) == series(after) and series(after)
     assert any(s.name.startswith("sglang_lora_") for s in served.samples)
 
 
