@@ -1,16 +1,19 @@
 """A server started with a plan (LORA_TELEMETRY_PLAN): its adapters preloaded before it is ready,
 one warning for the one it cannot find, and the pool's victims chosen by priority, exactly as
-the simulator predicts from the server's own access log, where SGLang's LRU would differ."""
+the simulator predicts from the server's own access log, where SGLang's LRU would differ; and a
+request waiting with its own ``priority`` keeping its adapter in the pool."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 
 from lora_telemetry.capacity.recording import Pool, read
 from lora_telemetry.capacity.simulator import PoolSimulator
-from tests.conftest import generate, metrics_when, running_server, unexpected_errors
+from tests.conftest import generate, metrics_when, post, running_server, unexpected_errors
 
 pytestmark = pytest.mark.server
 SLOTS = 4
@@ -27,7 +30,9 @@ def server(bed, tmp_path_factory):
     (tmp / "plan.json").write_text(json.dumps(PLAN))
     env = {"LORA_TELEMETRY_PLAN": str(tmp / "plan.json"), "LORA_TELEMETRY_ADAPTER_DIR": str(bed.adapter_dir),
            "LORA_TELEMETRY_ACCESS_LOG": str(tmp / "access.log")}
-    with running_server(bed, ["--max-loras-per-batch", str(SLOTS)], env=env, tmp=tmp) as server:
+    # One request runs at a time, so the others wait in SGLang's queue while a batch is formed.
+    flags = ["--max-loras-per-batch", str(SLOTS), "--max-running-requests", "1"]
+    with running_server(bed, flags, env=env, tmp=tmp) as server:
         server.access_log = tmp / "access.log"
         yield server
 
@@ -57,4 +62,46 @@ def test_the_pool_evicts_by_priority_exactly_as_the_simulator_replays_it(server)
     assert {k: v for k, v in hits.items() if v} == {k: v for k, v in ranked.hits.items() if v}
     assert "qa" not in counted and lru.evictions["qa"] >= 2  # SGLang's own policy would have lost qa
     assert "sql" not in counted  # pinned
+    assert not unexpected_errors(server.log_path.read_text())
+
+
+def _admitted_while_others_wait(server, waiting_priority: int | None) -> tuple[dict, dict]:
+    """The pool holds the base model, sql (pinned), qa (priority 5) and code. A long qa request
+    runs while a legal request and then a code request (with ``waiting_priority``) queue behind
+    it. When qa finishes, legal is admitted and needs a victim: qa or code; code still waits.
+    Returns the evictions and code's gpu lookups from then on, from /metrics deltas."""
+    generate(server, "code")
+    before = metrics_when(server, lambda m: True)
+    long_qa = threading.Thread(target=generate, args=(server, "qa"), kwargs={"tokens": 300})
+    long_qa.start()
+    time.sleep(0.5)
+    code = {"text": "the adapter pool", "lora_path": "code", "sampling_params": {"max_new_tokens": 4}}
+    if waiting_priority is not None:
+        code["priority"] = waiting_priority
+    queued = [threading.Thread(target=generate, args=(server, "legal")),
+              threading.Thread(target=lambda: post(server, "/generate", code))]
+    for thread in queued:
+        thread.start()
+        time.sleep(0.2)
+    assert long_qa.is_alive(), "the long request ended before the others queued: the scenario did not happen"
+    for thread in [long_qa, *queued]:
+        thread.join(timeout=120)
+    lookups = before.total("sglang_lora_cache_lookups_total", tier="gpu") + 3
+    after = metrics_when(server, lambda m: m.total("sglang_lora_cache_lookups_total", tier="gpu") == lookups)
+
+    def delta(family: str, label: str, **match: str) -> dict:
+        now, then = after.by(family, label, **match), before.by(family, label, **match)
+        return {k: v - then.get(k, 0) for k, v in now.items() if v - then.get(k, 0)}
+
+    return delta("sglang_lora_pool_evictions_total", "lora_name"), \
+        delta("sglang_lora_cache_lookups_total", "result", tier="gpu", lora_name="code")
+
+
+def test_a_request_waiting_with_a_priority_keeps_its_adapter_in_the_pool(server):
+    # No priority on the waiting request: code (0) goes before qa (5), then misses and takes legal's slot.
+    evicted, code = _admitted_while_others_wait(server, None)
+    assert (evicted, code) == ({"code": 1, "legal": 1}, {"miss": 1})
+    # Waiting at priority 9, code outranks qa while it waits: qa goes, and code hits.
+    evicted, code = _admitted_while_others_wait(server, 9)
+    assert (evicted, code) == ({"qa": 1}, {"hit": 1})
     assert not unexpected_errors(server.log_path.read_text())
