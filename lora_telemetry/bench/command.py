@@ -57,6 +57,7 @@ def embedded_server(adapters: int, slots: int, env: dict[str, str] | None = None
     status = console.status("starting the test-bed server") if console else contextlib.nullcontext()
     with status:
         server.start()
+        server.wait_healthy()  # a plan's adapters are loaded and pinned before traffic starts
     try:
         yield server.url, names
     finally:

@@ -1,6 +1,7 @@
 """``lora-telemetry bench --plan-effect``: one skewed workload served twice on identical test-bed
 servers, first with SGLang's LRU, then with the plan ``advise --plan`` makes from the first run's
-access log; the plan's predicted gpu hit rate beside the one measured, and the hot adapters' TTFT.
+access log; the plan's predicted gpu hit rate beside the one measured, and for the hot adapters
+(pinned or raised) the slot loads their requests waited for, that wait, and their TTFT.
 
 Both servers hold every adapter in host memory before traffic starts (the first from
 ``--lora-paths``, the second by preloading its plan), so the gpu tier is the only difference.
@@ -27,17 +28,43 @@ from lora_telemetry.capacity.planner import Planned, make_plan  # noqa: E402
 
 @dataclass
 class Served:
-    """One run's figures: gpu lookups from /metrics deltas, TTFT from the client."""
+    """One run's figures: gpu lookups and slot-load time from /metrics deltas, TTFT from the client."""
 
     label: str
-    hits: float
-    misses: float
+    run: traffic.Run
     summary: dict
-    outcomes: list
+
+    @property
+    def outcomes(self) -> list:
+        return self.run.outcomes
+
+    def _delta(self, family: str, names: list[str] | None = None, **match: str) -> float:
+        def total(metrics) -> float:
+            if names is None:
+                return metrics.total(family, **match)
+            return sum(metrics.total(family, lora_name=name, **match) for name in names)
+
+        return total(self.run.after) - total(self.run.before)
+
+    @property
+    def hits(self) -> float:
+        return self._delta("sglang_lora_cache_lookups_total", tier="gpu", result="hit")
+
+    @property
+    def misses(self) -> float:
+        return self._delta("sglang_lora_cache_lookups_total", tier="gpu", result="miss")
 
     @property
     def hit_rate(self) -> float:
         return self.hits / (self.hits + self.misses) if self.hits + self.misses else 0.0
+
+    def slot_loads(self, names: list[str]) -> float:
+        """Requests of ``names`` whose adapter had to be copied into a slot first."""
+        return self._delta("sglang_lora_cache_lookups_total", names, tier="gpu", result="miss")
+
+    def slot_load_seconds(self, names: list[str]) -> float:
+        """Time the requests of ``names`` spent waiting for those copies (their TTFT's slot_load phase)."""
+        return self._delta("sglang_lora_ttft_phase_seconds_sum", names, phase="slot_load")
 
     def ttft_p95(self, names: list[str]) -> float | None:
         return traffic.percentile([o.ttft for o in self.outcomes if o.ok and o.ttft is not None
@@ -45,6 +72,13 @@ class Served:
 
     def succeeded(self) -> int:
         return sum(o.ok for o in self.outcomes)
+
+    def figures(self, hot: list[str]) -> dict:
+        names = sorted({o.adapter for o in self.outcomes})
+        return {"gpu_hit_rate": self.hit_rate, "hits": self.hits, "misses": self.misses,
+                "slot_loads": {name: self.slot_loads([name]) for name in names},
+                "hot_slot_loads": self.slot_loads(hot), "hot_slot_load_s": self.slot_load_seconds(hot),
+                "ttft_p95_hot": self.ttft_p95(hot), "ok": self.succeeded()}
 
 
 def _serve(label: str, args: argparse.Namespace, env: dict[str, str], console: Console,
@@ -54,13 +88,7 @@ def _serve(label: str, args: argparse.Namespace, env: dict[str, str], console: C
         console.print(f"[bold]{label}[/bold]: {workload.requests or workload.duration} "
                       f"{'requests' if workload.requests else 's'} over {len(names)} adapters, {args.slots} slots")
         run = run_workload(url, names, workload, console)
-    summary = traffic.summary(run)
-
-    def delta(result: str) -> float:
-        return (run.after.total("sglang_lora_cache_lookups_total", tier="gpu", result=result)
-                - run.before.total("sglang_lora_cache_lookups_total", tier="gpu", result=result))
-
-    return Served(label, delta("hit"), delta("miss"), summary, run.outcomes)
+    return Served(label, run, traffic.summary(run))
 
 
 def _ms(value: float | None) -> str:
@@ -69,31 +97,35 @@ def _ms(value: float | None) -> str:
 
 def _table(stock: Served, planned: Served, plan: Planned, hot: list[str]) -> Table:
     table = Table(title="The same workload, SGLang's LRU then the plan")
-    for column in ("", "gpu hit rate predicted", "gpu hit rate measured", f"TTFT p95, hot ({', '.join(hot)})",
-                   "TTFT p95, all", "requests ok"):
+    for column in ("", "gpu hit rate predicted", "gpu hit rate measured", "hot: slot loads",
+                   "hot: time in slot loads", f"TTFT p95, hot ({', '.join(hot)})", "TTFT p95, all", "requests ok"):
         table.add_column(column, justify="left" if not column else "right")
     everyone = sorted({o.adapter for o in stock.outcomes})
-    table.add_row("LRU (stock)", f"{plan.recorded.hit_rate:.1%}", f"{stock.hit_rate:.1%}", _ms(stock.ttft_p95(hot)),
-                  _ms(stock.ttft_p95(everyone)), f"{stock.succeeded()}/{len(stock.outcomes)}")
-    table.add_row(f"plan: {plan.chosen.describe()}", f"{plan.chosen.hit_rate:.1%}", f"{planned.hit_rate:.1%}",
-                  _ms(planned.ttft_p95(hot)), _ms(planned.ttft_p95(everyone)),
-                  f"{planned.succeeded()}/{len(planned.outcomes)}")
+    for label, predicted, served in (("LRU (stock)", plan.recorded.hit_rate, stock),
+                                     (f"plan: {plan.chosen.describe()}", plan.chosen.hit_rate, planned)):
+        table.add_row(label, f"{predicted:.1%}", f"{served.hit_rate:.1%}", f"{served.slot_loads(hot):.0f}",
+                      _ms(served.slot_load_seconds(hot)), _ms(served.ttft_p95(hot)), _ms(served.ttft_p95(everyone)),
+                      f"{served.succeeded()}/{len(served.outcomes)}")
     return table
 
 
 def _chart(stock: Served, planned: Served, out: Path) -> Path:
     adapters = stock.summary["adapters"]
     names = sorted(adapters, key=lambda n: -adapters[n]["requests"])
-    figure, (hits, ttft) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, (hits, loads, ttft) = plt.subplots(1, 3, figsize=(15, 4.2))
     width, xs = 0.4, range(len(names))
     for offset, served, color in ((-width / 2, stock, "#8c8c8c"), (width / 2, planned, "#4c72b0")):
         rates = [served.summary["adapters"].get(n, {}).get("gpu_hit_rate") or 0 for n in names]
         hits.bar([x + offset for x in xs], rates, width, color=color, label=served.label)
+        waited = [served.slot_load_seconds([n]) * 1000 for n in names]
+        loads.bar([x + offset for x in xs], waited, width, color=color, label=served.label)
         p95 = [(served.ttft_p95([n]) or 0) * 1000 for n in names]
         ttft.bar([x + offset for x in xs], p95, width, color=color, label=served.label)
-    for axis, title, unit in ((hits, "gpu hit rate by adapter", "hit rate"), (ttft, "TTFT p95 by adapter", "ms")):
+    for axis, title, unit in ((hits, "gpu hit rate by adapter", "hit rate"),
+                              (loads, "time its requests waited for slot loads", "ms, all requests"),
+                              (ttft, "TTFT p95 by adapter", "ms")):
         axis.set_xticks(list(xs), names, rotation=45, ha="right")
-        axis.set_title(title + " (most requested first)")
+        axis.set_title(title + " (most requested first)", fontsize=10)
         axis.set_ylabel(unit)
         axis.legend(fontsize=8)
     figure.tight_layout()
@@ -122,11 +154,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     console.print(f"measured with the plan minus predicted: {error * 100:+.1f} points of gpu hit rate")
     chart = _chart(stock, planned, out)
     figures = {"plan": json.loads(plan_file.read_text()), "hot": hot,
-               "stock": {"gpu_hit_rate": stock.hit_rate, "hits": stock.hits, "misses": stock.misses,
-                         "ttft_p95_hot": stock.ttft_p95(hot), "ok": stock.succeeded()},
-               "planned": {"gpu_hit_rate": planned.hit_rate, "hits": planned.hits, "misses": planned.misses,
-                           "predicted": planned_plan.chosen.hit_rate, "ttft_p95_hot": planned.ttft_p95(hot),
-                           "ok": planned.succeeded()}}
+               "stock": stock.figures(hot),
+               "planned": {**planned.figures(hot), "predicted": planned_plan.chosen.hit_rate}}
     (out / "plan-effect.json").write_text(json.dumps(figures, indent=1))
     console.print(f"wrote {plan_file}, {out / 'plan-effect.json'} and {chart}")
     return 0

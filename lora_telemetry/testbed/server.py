@@ -133,6 +133,20 @@ class TestBedServer:
         self.stop()
         raise ServerStartError(f"SGLang was not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
+    def wait_healthy(self, timeout: float = 600.0) -> None:
+        """Wait until SGLang's ``/health`` answers 200, as a load balancer would before sending
+        traffic: it answers 503 until the warm-up thread is done, which loads a plan's adapters."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise ServerStartError(f"SGLang's /health did not answer 200 within {timeout:.0f} s:\n{self.log_tail()}")
+
     def _log_text(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from lora_telemetry.capacity.recording import read as read_recording
+from lora_telemetry.capacity.simulator import PoolSimulator
 from lora_telemetry.plan import read
 
 pytestmark = pytest.mark.server
@@ -37,5 +39,12 @@ def test_the_same_workload_is_served_with_lru_then_with_the_plan_made_from_it(be
         assert figures[served]["hits"] + figures[served]["misses"] == REQUESTS  # one gpu lookup per request
     assert figures["planned"]["predicted"] == plan.predicted["gpu_hit_rate"]
     assert figures["stock"]["gpu_hit_rate"] == plan.predicted["recorded_gpu_hit_rate"]  # the replay is exact
+    # Slot loads per adapter, as the servers counted them: the stock run's are its own log replayed,
+    # and a pinned adapter is copied into its slot at most once and never leaves it.
+    replayed = PoolSimulator(3).replay(list(read_recording(out / "stock-access.log")))
+    assert figures["stock"]["slot_loads"] == {name: replayed.misses.get(name, 0)
+                                              for name in figures["stock"]["slot_loads"]}
+    assert figures["stock"]["hot_slot_loads"] == sum(replayed.misses.get(name, 0) for name in figures["hot"])
+    assert all(figures["planned"]["slot_loads"].get(name, 0) <= 1 for name in plan.pin)
     assert (out / "plan_effect.png").stat().st_size > 10_000
     assert "The same workload, SGLang's LRU then the plan" in run.stdout
