@@ -118,17 +118,20 @@ class TestBedServer:
         )
         log.close()
 
+    def _answers(self, path: str, timeout: float) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise ServerStartError(f"SGLang exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.url + "/get_model_info", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            if self._answers("/get_model_info", 2):
+                return
             time.sleep(0.5)
         self.stop()
         raise ServerStartError(f"SGLang was not ready after {timeout:.0f} s:\n{self.log_tail()}")
@@ -137,15 +140,11 @@ class TestBedServer:
         """Wait until SGLang's ``/health`` answers 200, as a load balancer would before sending
         traffic: it answers 503 until the warm-up thread is done, which loads a plan's adapters."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+        while not self._answers("/health", 5):
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"SGLang's /health did not answer 200 within {timeout:.0f} s:\n"
+                                       f"{self.log_tail()}")
             time.sleep(0.2)
-        raise ServerStartError(f"SGLang's /health did not answer 200 within {timeout:.0f} s:\n{self.log_tail()}")
 
     def _log_text(self) -> str:
         try:
