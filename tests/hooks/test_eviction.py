@@ -13,6 +13,7 @@ import pytest
 
 from lora_telemetry.capacity.recording import Pool, read
 from lora_telemetry.capacity.simulator import PoolSimulator
+from lora_telemetry.scrape import Metrics
 from tests.conftest import generate, metrics_when, post, running_server, unexpected_errors
 
 pytestmark = pytest.mark.server
@@ -65,6 +66,14 @@ def test_the_pool_evicts_by_priority_exactly_as_the_simulator_replays_it(server)
     assert not unexpected_errors(server.log_path.read_text())
 
 
+def _until(server, what: str, check) -> None:
+    """Poll /metrics until ``check(metrics)`` holds (the scheduler publishes its queues every 0.25 s)."""
+    deadline = time.monotonic() + 10
+    while not check(Metrics.fetch(server.url)):
+        assert time.monotonic() < deadline, f"not seen within 10 s: {what}"
+        time.sleep(0.05)
+
+
 def _admitted_while_others_wait(server, waiting_priority: int | None) -> tuple[dict, dict]:
     """The pool holds the base model, sql (pinned), qa (priority 5) and code. A long qa request
     runs while a legal request and then a code request (with ``waiting_priority``) queue behind
@@ -72,17 +81,17 @@ def _admitted_while_others_wait(server, waiting_priority: int | None) -> tuple[d
     Returns the evictions and code's gpu lookups from then on, from /metrics deltas."""
     generate(server, "code")
     before = metrics_when(server, lambda m: True)
-    long_qa = threading.Thread(target=generate, args=(server, "qa"), kwargs={"tokens": 300})
+    long_qa = threading.Thread(target=generate, args=(server, "qa"), kwargs={"tokens": 450})  # about 1.6 s
     long_qa.start()
-    time.sleep(0.5)
+    _until(server, "qa running", lambda m: m.total("sglang_lora_requests_running", lora_name="qa") == 1)
     code = {"text": "the adapter pool", "lora_path": "code", "sampling_params": {"max_new_tokens": 4}}
     if waiting_priority is not None:
         code["priority"] = waiting_priority
     queued = [threading.Thread(target=generate, args=(server, "legal")),
               threading.Thread(target=lambda: post(server, "/generate", code))]
-    for thread in queued:
+    for name, thread in zip(("legal", "code"), queued, strict=True):  # in this order in SGLang's queue
         thread.start()
-        time.sleep(0.2)
+        _until(server, f"{name} waiting", lambda m, n=name: m.total("sglang_lora_requests_waiting", lora_name=n) == 1)
     assert long_qa.is_alive(), "the long request ended before the others queued: the scenario did not happen"
     for thread in [long_qa, *queued]:
         thread.join(timeout=120)
