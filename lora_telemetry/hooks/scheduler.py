@@ -67,12 +67,11 @@ def _composition(batches: list[list]) -> None:
 def _routing_state(running: list, batch_reqs: list, waiting: list, refs: dict, slots: int, at: float) -> None:
     """Requests in the running batch (and the new prefill batch, which joins it) and in the queue.
 
-    Finished requests stay in the running batch until its next filter (with the overlap scheduler, a
-    step later); SGLang's admission no longer counts them as holding a slot, and neither do we.
+    ``running`` and ``batch_reqs`` hold the requests that were not finished at the flush.
     """
     reqs = {id(r): r for r in running}
     reqs.update((id(r), r) for r in batch_reqs)
-    by_uid = (Counter(r.lora_id for r in reqs.values() if not r.finished()), Counter(r.lora_id for r in waiting))
+    by_uid = (Counter(r.lora_id for r in reqs.values()), Counter(r.lora_id for r in waiting))
     by_name: tuple[Counter, Counter] = (Counter(), Counter())
     for counts, named in zip(by_uid, by_name, strict=True):
         for uid, count in counts.items():
@@ -89,9 +88,13 @@ def _flush(scheduler: Any, batch: Any, now: float) -> None:
     if _batch_reqs:
         runtime.defer(functools.partial(safely, "scheduler_run_batch", _composition, _batch_reqs[:]))
         _batch_reqs.clear()
-    running = getattr(getattr(scheduler, "running_batch", None), "reqs", None) or ()
+    # Finished requests stay in the running batch until its next filter (with the overlap scheduler, a
+    # step later); SGLang's admission no longer counts them as holding a slot, and neither do we. That
+    # is read now: by the time the publisher counts, a short request has finished.
+    running = [r for r in getattr(getattr(scheduler, "running_batch", None), "reqs", None) or () if not r.finished()]
+    joining = [r for r in batch.reqs if not r.finished()] if batch is not None else []
     runtime.defer(functools.partial(
-        safely, "scheduler_run_batch", _routing_state, running, batch.reqs if batch is not None else (),
+        safely, "scheduler_run_batch", _routing_state, running, joining,
         list(scheduler.waiting_queue), dict(_manager(scheduler).lora_refs), scheduler.max_loras_per_batch,
         time.time()))
 

@@ -276,3 +276,23 @@ def test_an_unloaded_adapter_leaves_no_slot_load_behind(emitted):
     manager = NS(lora_refs={"u9": ref}, memory_pool=_pool({None: 0}))
     lora_manager.unload_lora_adapter(lambda self, r: NS(success=True), manager, ref)
     assert "u9" not in memory_pool.last_slot_load_s
+
+
+def test_a_request_running_at_the_flush_counts_as_running_though_it_finishes_before_the_publisher(monkeypatch):
+    """Whether a request is done is read on the scheduler's thread at the flush, not when the
+    publisher gets to it: a request of a few tokens has finished by then."""
+    rank_state.set_reporting_rank(True)
+    emitted, deferred = [], []
+    monkeypatch.setattr(runtime, "emit", emitted.append)
+    monkeypatch.setattr(runtime, "defer", deferred.append)
+    scheduler._state["last_flush"] = 0.0
+    done = {"a": False}
+    running = [NS(rid="a", lora_id="u1", time_stats=None, finished=lambda: done["a"])]
+    sched = _scheduler(_pool({None: 0, "u1": 1}), REFS, running=running)
+    scheduler.run_batch(sched, NS(reqs=running, forward_mode=Mode("decode")))
+    done["a"] = True  # finished before the publisher thread counts
+    for work in deferred:
+        work()
+    [state] = _of(emitted, ev.RoutingState)
+    assert state.running == {REFS["u1"].lora_name: 1}
+    rank_state._reporting.clear()
