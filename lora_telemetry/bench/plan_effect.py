@@ -143,8 +143,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     stock = _serve("stock", args, {"LORA_TELEMETRY_ACCESS_LOG": str(access_log)}, console, None)
     planned_plan = make_plan(access_log, args.slots)
     plan_file.write_text(planned_plan.plan.to_json())
-    console.print(f"plan from the stock run's access log: {planned_plan.chosen.describe()}; predicted gpu hit rate "
-                  f"{planned_plan.chosen.hit_rate:.1%} (LRU replayed: {planned_plan.recorded.hit_rate:.1%})")
+    chosen = planned_plan.chosen
+    console.print(f"plan from the stock run's access log: {chosen.describe()}; predicted gpu hit rate "
+                  f"{chosen.hit_rate:.1%}, {chosen.low:.1%} to {chosen.high:.1%} in another run "
+                  f"(LRU replayed: {planned_plan.recorded.hit_rate:.1%})")
     planned = _serve("plan", args, {}, console, plan_file)
     hot = list(planned_plan.plan.pin) + sorted(planned_plan.plan.priorities,
                                                key=lambda n: -planned_plan.plan.priorities[n])
@@ -155,7 +157,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     chart = _chart(stock, planned, out)
     figures = {"plan": json.loads(plan_file.read_text()), "hot": hot,
                "stock": stock.figures(hot),
-               "planned": {**planned.figures(hot), "predicted": planned_plan.chosen.hit_rate}}
+               "planned": {**planned.figures(hot), "predicted": chosen.hit_rate,
+                           "predicted_range": [chosen.low, chosen.high]}}
     (out / "plan-effect.json").write_text(json.dumps(figures, indent=1))
     console.print(f"wrote {plan_file}, {out / 'plan-effect.json'} and {chart}")
     return 0

@@ -111,6 +111,10 @@ def _rate(value: float | None) -> str:
     return "?" if value is None else f"{value:.1%}"
 
 
+def _range(candidate: planner.Candidate) -> str:
+    return f"{candidate.low:.1%}" if candidate.low == candidate.high else f"{candidate.low:.1%}-{candidate.high:.1%}"
+
+
 def _write_plan(args: argparse.Namespace, console: Console) -> int:
     """``--plan OUT``: the best pins and priorities for the slot budget, and what they should give."""
     try:
@@ -122,18 +126,21 @@ def _write_plan(args: argparse.Namespace, console: Console) -> int:
         return 1
     plan = planned.plan
     table = Table(title=f"Plans for {plan.slots} slots, replayed on the recording (best first)")
-    for column in ("plan", "gpu hit rate", "misses", "batches split"):
+    for column in ("plan", "gpu hit rate", "another run", "misses", "batches split"):
         table.add_column(column, justify="left" if column == "plan" else "right")
-    ordered = sorted(planned.considered, key=lambda c: -c.hit_rate)
+    ordered = sorted(planned.considered, key=lambda c: (-c.low, -c.hit_rate))
     for candidate in ordered[:args.top]:
         mark = " (chosen)" if candidate is planned.chosen else " (recorded)" if candidate is planned.recorded else ""
         split = f"{candidate.split:.1%}" + ("" if candidate.admissible else " (too many: not chosen)")
-        table.add_row(candidate.describe() + mark, f"{candidate.hit_rate:.1%}", f"{candidate.misses:,}", split)
+        table.add_row(candidate.describe() + mark, f"{candidate.hit_rate:.1%}", _range(candidate),
+                      f"{candidate.misses:,}", split)
     console.print(table)
+    console.print("[dim]another run: the range the same traffic may give, as the base model keeps its slot or "
+                  "gives it up (plans are chosen by its low end)[/dim]")
     console.print(f"[bold]Plan:[/bold] {planned.chosen.describe()}; preload {len(plan.preload)} adapters")
-    console.print(f"  gpu hit rate {_rate(planned.chosen.hit_rate)} predicted, {_rate(planned.recorded.hit_rate)} "
-                  f"recorded; host hit rate {_rate(planned.host_planned)} predicted, {_rate(planned.host_now)} "
-                  f"recorded (with {len(plan.preload)} adapters in host memory)")
+    console.print(f"  gpu hit rate {_rate(planned.chosen.hit_rate)} predicted ({_range(planned.chosen)} in another "
+                  f"run), {_rate(planned.recorded.hit_rate)} recorded; host hit rate {_rate(planned.host_planned)} "
+                  f"predicted, {_rate(planned.host_now)} recorded (with {len(plan.preload)} adapters in host memory)")
     args.plan.write_text(plan.to_json())
     console.print(f"plan: {args.plan} (serve it with LORA_TELEMETRY_PLAN={args.plan} and LORA_TELEMETRY_ADAPTER_DIR, "
                   "or LoRAEngine(plan=...))")

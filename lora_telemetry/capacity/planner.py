@@ -7,7 +7,16 @@ scheduler's recorded batches through :class:`PoolSimulator` with its pins and pr
 batch with more unpinned adapters than the unpinned slots is split, as SGLang's admission
 would. Splits cost what a hit rate does not show (requests wait for a later batch), so a
 candidate that splits more than :data:`MAX_SPLIT_SHARE` of the batches is shown, not chosen.
-The best gpu hit rate wins; among equals, the fewest pins, then the fewest priorities.
+
+One moment of timing can move a hit rate by ten points: the base model holds a slot until a
+batch needs every slot the pins leave (an opening), and from then on adapters have one slot
+more. With many openings in the recording any run of the same traffic has one early; with a few,
+whether a run has one is luck (the same workload served twice had two openings, then none). So
+each candidate is also replayed with the base model keeping its slot throughout (the openings
+split) and with its slot free from the first adapter batch; with fewer than
+:data:`SURE_OPENINGS` openings its rate is the range over the recording and both fates, else over
+the recording and the freed fate. The plan with the best low end wins; among equals, the best
+rate on the recording, then the fewest pins, then the fewest priorities.
 Every adapter the recording saw is preloaded (or the ``preload`` hottest), which makes every
 request after the first a host hit while they fit ``--max-loaded-loras``.
 """
@@ -16,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lora_telemetry.capacity import curves
@@ -26,6 +35,7 @@ from lora_telemetry.capacity.simulator import PoolFull, PoolSimulator
 from lora_telemetry.plan import Plan
 
 MAX_SPLIT_SHARE = 0.01
+SURE_OPENINGS = 5  # a re-run lacks all of them with a chance of about exp(-5), under 1%
 
 
 @dataclass(frozen=True)
@@ -35,10 +45,27 @@ class Candidate:
     hits: int
     misses: int
     split: float = 0.0  # share of the recorded batches that its pins split
+    openings: int = 0  # times the recorded batches came to need every unpinned slot (evicting the base model)
+    base_kept: float | None = None  # the hit rate had the base model kept its slot throughout
+    base_freed: float | None = None  # and had its slot been free from the first adapter batch
 
     @property
     def hit_rate(self) -> float:
         return self.hits / (self.hits + self.misses) if self.hits + self.misses else 1.0
+
+    @property
+    def _rates(self) -> list[float]:
+        fates = (self.base_freed,) if self.openings >= SURE_OPENINGS else (self.base_kept, self.base_freed)
+        return [self.hit_rate, *(rate for rate in fates if rate is not None)]
+
+    @property
+    def low(self) -> float:
+        """The lowest rate another run of the recorded traffic may well give."""
+        return min(self._rates)
+
+    @property
+    def high(self) -> float:
+        return max(self._rates)
 
     def describe(self) -> str:
         parts = [f"pin {', '.join(self.pin)}" if self.pin else "",
@@ -72,21 +99,32 @@ def _split_batch(record: Batch, pinned: set[str], room: int) -> Iterable[Batch]:
         yield Batch(record.time, record.dp, tuple(n for n, _ in part), tuple(c for _, c in part))
 
 
-def _replay(pools: dict[int, list[Record]], slots: int, policy: str, pin: tuple[str, ...],
-            raised: tuple[str, ...], recorded: dict[str, int] | None = None) -> Candidate | None:
-    """``recorded``: the recorded pool's own priorities, when it ran with them."""
-    hits = misses = batches = split = 0
+def _replay(pools: dict[int, list[Record]], slots: int, policy: str, pin: tuple[str, ...], raised: tuple[str, ...],
+            recorded: dict[str, int] | None = None, base: str = "recorded") -> Candidate | None:
+    """``recorded``: the recorded pool's own priorities, when it ran with them. ``base``: "recorded",
+    "kept" (batches that would take the base model's slot are split) or "freed" (its slot is free
+    once the first batch without it comes)."""
+    hits = misses = batches = split = openings = 0
     pinned = set(pin)
     priorities = dict.fromkeys(raised, 1) if raised else recorded
+    kept = pinned | {BASE} if base == "kept" else pinned
+    if len(kept) >= slots:
+        return None  # no slot left for the others: SGLang would have to evict the base model
     for records in pools.values():
         pool = PoolSimulator(slots, policy, priorities)
-        pool.pinned |= pinned
+        pool.pinned |= kept
+        freed, opened = base != "freed", False
         try:
             for record in records:
                 if isinstance(record, Batch):
-                    parts = list(_split_batch(record, pinned, slots - len(pinned)))
+                    if not freed and BASE not in record.adapters and BASE in pool.resident:
+                        pool.unload(BASE)  # as a batch needing every other slot would have evicted it
+                        freed = True
+                    parts = list(_split_batch(record, kept, slots - len(kept)))
                     batches, split = batches + 1, split + (len(parts) > 1)
                     for batch in parts:
+                        opening = len(set(batch.adapters) - kept - {BASE}) >= slots - len(kept)
+                        openings, opened = openings + (opening and not opened), opening  # decode steps repeat it
                         pool.batch(batch.adapters, batch.new_requests)
                 elif isinstance(record, (Load, Unload)) and record.name in pinned:
                     continue  # preloaded pinned by the plan: neither loaded nor unloaded again
@@ -98,7 +136,18 @@ def _replay(pools: dict[int, list[Record]], slots: int, policy: str, pin: tuple[
             return None
         hits += sum(n for name, n in pool.hits.items() if name != BASE)
         misses += sum(n for name, n in pool.misses.items() if name != BASE)
-    return Candidate(pin, raised, hits, misses, split / batches if batches else 0.0)
+    return Candidate(pin, raised, hits, misses, split / batches if batches else 0.0, openings)
+
+
+def _scored(pools: dict[int, list[Record]], slots: int, policy: str, pin: tuple[str, ...],
+            raised: tuple[str, ...], recorded: dict[str, int] | None = None) -> Candidate | None:
+    """The candidate on the recording, with its rates under the base model's two fates beside."""
+    found = _replay(pools, slots, policy, pin, raised, recorded)
+    if found is None:
+        return None
+    fates = [_replay(pools, slots, policy, pin, raised, recorded, base) for base in ("kept", "freed")]
+    kept, freed = (None if fate is None else fate.hit_rate for fate in fates)
+    return replace(found, base_kept=kept, base_freed=freed)
 
 
 def _ranked(pools: dict[int, list[Record]]) -> list[str]:
@@ -124,18 +173,18 @@ def make_plan(path: Path, slots: int | None, preload: int | None = None,
     if not pools:
         raise RecordingError(path, 1, 0, "no batches recorded: a plan needs the server's access log")
     ranked = _ranked(pools)
-    recorded = _replay(pools, slots, policy, (), (), settings.priorities if settings else None)
+    recorded = _scored(pools, slots, policy, (), (), settings.priorities if settings else None)
     considered = [c for c in [recorded] if c is not None]
     for k in range(0, min(slots - 1, len(ranked)) + 1):
         for h in range(0, min(slots - k, len(ranked) - k) + 1):
             if k == h == 0:
                 continue
-            found = _replay(pools, slots, "lru", tuple(ranked[:k]), tuple(ranked[k:k + h]))
+            found = _scored(pools, slots, "lru", tuple(ranked[:k]), tuple(ranked[k:k + h]))
             progress()
             if found is not None:
                 considered.append(found)
     chosen = max((c for c in considered if c.admissible),
-                 key=lambda c: (round(c.hit_rate, 6), -len(c.pin), -len(c.raised)))
+                 key=lambda c: (round(c.low, 6), round(c.hit_rate, 6), -len(c.pin), -len(c.raised)))
     preloaded = tuple(ranked[:preload] if preload is not None else ranked)
     host_now = host_planned = None
     if split.requests:
@@ -143,7 +192,8 @@ def make_plan(path: Path, slots: int | None, preload: int | None = None,
         at_start = preloaded_at_start(split.loads, split.requests)
         host_now = curves.host_curve(split.requests, at_start, budget).hit_rate(0)
         host_planned = curves.host_curve(split.requests, preloaded, budget).hit_rate(0)
-    predicted = {"gpu_hit_rate": chosen.hit_rate, "recorded_gpu_hit_rate": recorded.hit_rate if recorded else None,
+    predicted = {"gpu_hit_rate": chosen.hit_rate, "gpu_hit_rate_range": [chosen.low, chosen.high],
+                 "recorded_gpu_hit_rate": recorded.hit_rate if recorded else None,
                  "host_hit_rate": host_planned, "recorded_host_hit_rate": host_now,
                  "recording": str(path), "requests_replayed": chosen.hits + chosen.misses}
     plan = Plan(slots, preloaded, chosen.pin, dict.fromkeys(chosen.raised, 1), predicted)

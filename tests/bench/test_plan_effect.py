@@ -38,6 +38,8 @@ def test_the_same_workload_is_served_with_lru_then_with_the_plan_made_from_it(be
         assert figures[served]["ok"] == REQUESTS
         assert figures[served]["hits"] + figures[served]["misses"] == REQUESTS  # one gpu lookup per request
     assert figures["planned"]["predicted"] == plan.predicted["gpu_hit_rate"]
+    low, high = figures["planned"]["predicted_range"]
+    assert [low, high] == plan.predicted["gpu_hit_rate_range"] and low <= plan.predicted["gpu_hit_rate"] <= high
     assert figures["stock"]["gpu_hit_rate"] == plan.predicted["recorded_gpu_hit_rate"]  # the replay is exact
     # Slot loads per adapter, as the servers counted them: the stock run's are its own log replayed,
     # and a pinned adapter is copied into its slot at most once and never leaves it.

@@ -39,6 +39,40 @@ def test_the_plan_keeps_the_adapter_lru_keeps_losing(tmp_path):
     assert planned.plan.predicted["gpu_hit_rate"] == (ROUNDS - 1) / (3 * ROUNDS)
 
 
+def _two_hot_and_openings(path, openings: int):
+    """qa, sql and a new cold adapter, round after round, in a pool of three slots; early on,
+    ``openings`` batches of three other adapters meet, each needing every slot: the first evicts
+    the base model, and from then on qa, sql and the cold one of the round all fit."""
+    records: list = [Pool(0.0, 0, 3, "lru", 1024), Batch(0.0, 0, (BASE,), (0,))]
+    t = 0.0
+    for i in range(ROUNDS):
+        for name in ("qa", "sql", f"cold-{i}"):
+            t += 0.01
+            records.append(Batch(t, 0, (name,), (1,)))
+        if i < openings:
+            records.append(Batch(t, 0, (f"x{i}", f"y{i}", f"z{i}"), (1, 1, 1)))
+    _write(path, records)
+    return path
+
+
+def test_a_rate_that_rests_on_one_lucky_batch_is_a_range_and_the_plan_does_not_lean_on_it(tmp_path):
+    planned = make_plan(_two_hot_and_openings(tmp_path / "access.log", openings=1), None)
+    lru = planned.recorded
+    # As recorded, LRU keeps qa and sql once the base model is gone; had the three never met, two
+    # slots would have held qa, sql and each cold adapter in turn, and every request missed.
+    assert lru.openings == 1 and lru.base_kept == 0.0 and lru.low == 0.0 and lru.high == lru.hit_rate > 0.6
+    # Pinning both leaves one slot, so the base model must go in any run: the same rate, and sure of it.
+    assert planned.plan.pin == ("qa", "sql") and planned.chosen.base_kept is None
+    assert planned.chosen.low == planned.chosen.high == planned.chosen.hit_rate
+    assert planned.plan.predicted["gpu_hit_rate_range"] == [planned.chosen.low, planned.chosen.high]
+
+
+def test_with_openings_in_every_stretch_of_the_recording_the_base_models_fate_is_sure(tmp_path):
+    planned = make_plan(_two_hot_and_openings(tmp_path / "access.log", openings=ROUNDS // 2), None)
+    assert planned.recorded.openings == ROUNDS // 2 and planned.recorded.low == planned.recorded.base_freed
+    assert planned.chosen is planned.recorded  # LRU does as well as any pin: nothing to pin
+
+
 def test_advise_writes_a_plan_servers_read_and_prints_both_rates(tmp_path):
     out = tmp_path / "plan.json"
     result = subprocess.run([sys.executable, "-m", "lora_telemetry.cli", "advise", str(_hot_and_cold(
@@ -47,7 +81,8 @@ def test_advise_writes_a_plan_servers_read_and_prints_both_rates(tmp_path):
     assert result.returncode == 0, result.stderr
     plan = read(out)
     assert plan.slots == 3 and plan.preload[0] == "qa" and len(plan.preload) == 5
-    assert f"gpu hit rate {(ROUNDS - 1) / (3 * ROUNDS):.1%} predicted, 0.0% recorded" in result.stdout
+    rate = f"{(ROUNDS - 1) / (3 * ROUNDS):.1%}"
+    assert f"gpu hit rate {rate} predicted ({rate} in another run), 0.0% recorded" in result.stdout
     assert json.loads(out.read_text())["predicted"]["recorded_gpu_hit_rate"] == 0.0
 
 
