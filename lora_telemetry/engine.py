@@ -21,7 +21,7 @@ from typing import Any
 from lora_telemetry import plan as plan_module
 from lora_telemetry.adapters import AdapterDirectory, AdapterNameError, SingleFlight, check_name
 from lora_telemetry.plan import Plan
-from lora_telemetry.preload import preload
+from lora_telemetry.preload import held, preload
 from lora_telemetry.priorities import check_priorities
 
 PRIORITIES_ENV = "LORA_TELEMETRY_PRIORITIES"
@@ -85,7 +85,8 @@ class LoRAEngine:
         with _priorities_for_children(self.priorities):
             self.engine = sglang.Engine(*args, **kwargs)
         if self.plan is not None:
-            self.preloaded = preload(self.plan, self._folder, self._loaded_names(), self._load_for_plan)
+            self.preloaded = preload(self.plan, self._folder, held(self._loaded_names()), self._load_for_plan,
+                                     self._unload_for_plan)
 
     def _load_for_plan(self, name: str, folder: str, pinned: bool) -> str | None:
         async def load() -> Any:
@@ -98,6 +99,10 @@ class LoRAEngine:
                 load_trigger.reset(token)
 
         result = self._run(load())
+        return None if result.success else str(result.error_message)
+
+    def _unload_for_plan(self, name: str) -> str | None:
+        result = self._run(self.engine.async_unload_lora_adapter(name))
         return None if result.success else str(result.error_message)
 
     # -- adapters ----------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Drives a ``LoRAEngine`` started with a plan that pins every slot but one, under priorities,
-through concurrent mixed traffic, and writes what it saw as JSON (``tests/test_engine_plan.py``).
+"""Drives a ``LoRAEngine`` started with a plan that pins every slot but one (one of them given
+unpinned in ``lora_paths`` too), under priorities, through concurrent mixed traffic, and writes
+what it saw as JSON (``tests/test_engine_plan.py``).
 Usage: python -m tests.plan_scenario REPORT TESTBED_DIR METRICS_PORT
 """
 
@@ -27,9 +28,12 @@ def main(report_path: str, root: str, port: str) -> None:
     from lora_telemetry import LoRAEngine
 
     report: dict = {}
-    kwargs = engine_kwargs(bed, max_loras_per_batch=SLOTS, log_level="warning")
+    # sql, which the plan pins, is loaded unpinned at start first: the plan loads it again pinned.
+    kwargs = engine_kwargs(bed, max_loras_per_batch=SLOTS, log_level="warning",
+                           lora_paths=[f"sql={bed / 'adapters' / 'sql'}"])
     with LoRAEngine(**kwargs, adapter_dir=bed / "adapters", plan=PLAN, priorities={"code": 2}) as engine:
-        report["preloaded"] = {"loaded": engine.preloaded.loaded, "missing": engine.preloaded.missing}
+        report["preloaded"] = {"loaded": engine.preloaded.loaded, "missing": engine.preloaded.missing,
+                               "repinned": engine.preloaded.repinned}
         report["environment_restored"] = "LORA_TELEMETRY_PRIORITIES" not in os.environ
         finished: dict[str, int] = {}
 

@@ -28,11 +28,12 @@ def report(bed, tmp_path_factory) -> dict:
 
 
 def test_the_plan_is_preloaded_pinned_and_counted_as_preload(report):
-    assert report["preloaded"] == {"loaded": ["qa", "sql", "chat"], "missing": ["ghost"]}
+    assert report["preloaded"] == {"loaded": ["qa", "chat"], "missing": ["ghost"], "repinned": ["sql"]}
     assert report["log"].count("'ghost' is not in the adapter directory") == 1
     m = Metrics(report["metrics"])
     assert m.by("sglang_lora_adapter_loads_total", "lora_name", trigger="preload") == {"qa": 1, "sql": 1, "chat": 1}
-    assert m.total("sglang_lora_pool_slots", state="pinned") == 2
+    assert m.by("sglang_lora_adapter_unloads_total", "lora_name") == {"sql": 1}  # loaded unpinned at start
+    assert m.total("sglang_lora_pool_slots", state="pinned") == 2  # sql among them
     assert report["environment_restored"]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from lora_telemetry import config
 from lora_telemetry.plan import Plan, PlanError, parse, read, read_priorities
-from lora_telemetry.preload import preload
+from lora_telemetry.preload import Loaded, preload
 from lora_telemetry.priorities import PriorityError
 
 
@@ -87,7 +87,8 @@ def test_preloading_warns_once_per_adapter_it_cannot_have_and_loads_the_rest(cap
         return "rank 64 is above --max-lora-rank" if name == "chat" else None
 
     with caplog.at_level(logging.WARNING, logger="lora_telemetry"):
-        report = preload(plan, lambda name: None if name == "sql" else f"/adapters/{name}", {"math"}, load)
+        report = preload(plan, lambda name: None if name == "sql" else f"/adapters/{name}",
+                         {"math": Loaded("/elsewhere/math", False)}, load, _no_unload)
     assert loads == [("qa", "/adapters/qa", True), ("chat", "/adapters/chat", False),
                      ("code", "/adapters/code", False)]
     assert report.loaded == ["qa", "code"] and report.missing == ["sql"] and report.already == ["math"]
@@ -95,6 +96,56 @@ def test_preloading_warns_once_per_adapter_it_cannot_have_and_loads_the_rest(cap
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and "'sql' is not in the adapter directory" in warnings[0]
     assert "'chat' could not be loaded: rank 64" in warnings[1]
+
+
+def _no_unload(name: str) -> str | None:
+    raise AssertionError(f"{name} unloaded")
+
+
+def test_an_adapter_the_plan_pins_found_loaded_unpinned_is_loaded_again_pinned_from_where_it_came():
+    plan = parse(_plan(preload=["qa", "sql", "chat"], pin=["qa", "sql"]))
+    calls = []
+
+    def load(name: str, folder: str, pinned: bool) -> str | None:
+        calls.append(("load", name, folder, pinned))
+        return None
+
+    def unload(name: str) -> str | None:
+        calls.append(("unload", name))
+        return None
+
+    loaded = {"qa": Loaded("/lora-paths/qa", False), "sql": Loaded("/lora-paths/sql", True),
+              "chat": Loaded("/lora-paths/chat", False)}
+    report = preload(plan, lambda name: f"/adapters/{name}", loaded, load, unload)
+    assert calls == [("unload", "qa"), ("load", "qa", "/lora-paths/qa", True)]  # sql pinned already; chat unpinned
+    assert report.repinned == ["qa"] and report.already == ["sql", "chat"] and not report.failed
+
+
+def test_an_adapter_that_cannot_be_pinned_is_loaded_back_unpinned_with_one_warning(caplog):
+    plan = parse(_plan(preload=["qa"], pin=["qa"]))
+    calls = []
+
+    def load(name: str, folder: str, pinned: bool) -> str | None:
+        calls.append((name, pinned))
+        return "no slot left to pin" if pinned else None
+
+    with caplog.at_level(logging.WARNING, logger="lora_telemetry"):
+        report = preload(plan, lambda name: None, {"qa": Loaded("/lora-paths/qa", False)}, load, lambda name: None)
+    assert calls == [("qa", True), ("qa", False)]  # not lost: served unpinned as before
+    assert report.failed == {"qa": "no slot left to pin"} and not report.repinned
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "'qa' was loaded unpinned and could not be pinned: no slot left to pin" in warning
+
+
+def test_an_adapter_loaded_from_weights_in_memory_is_not_unloaded_to_pin_it(caplog):
+    plan = parse(_plan(preload=["qa"], pin=["qa"]))
+    with caplog.at_level(logging.WARNING, logger="lora_telemetry"):
+        report = preload(plan, lambda name: None, {"qa": Loaded("", False)}, _no_load, _no_unload)
+    assert list(report.failed) == ["qa"] and "from weights in memory" in caplog.text
+
+
+def _no_load(name: str, folder: str, pinned: bool) -> str | None:
+    raise AssertionError(f"{name} loaded")
 
 
 @pytest.mark.parametrize(("kwargs", "error", "problem"), [

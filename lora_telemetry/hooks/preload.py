@@ -17,7 +17,7 @@ from lora_telemetry.hooks.base import hook, safely
 from lora_telemetry.hooks.on_demand import WARMUP, loads_at_runtime, on_demand_directory
 from lora_telemetry.hooks.tokenizer import preloading
 from lora_telemetry.plan import PlanError
-from lora_telemetry.preload import preload
+from lora_telemetry.preload import Loaded, held, preload
 
 logger = logging.getLogger("lora_telemetry")
 SERVER_UP_TIMEOUT_S = 600.0
@@ -41,10 +41,18 @@ def _wait_until_up(requests: Any, url: str, headers: dict[str, str]) -> None:
         time.sleep(0.2)
 
 
-def _loaded_names() -> set[str]:
+def _loaded() -> dict[str, Loaded]:
     from sglang.srt.entrypoints import http_server
 
-    return set(http_server._global_state.tokenizer_manager.lora_ref_cache)
+    # The registry, not lora_ref_cache: SGLang keeps an unloaded adapter's entry in the cache.
+    return held(http_server._global_state.tokenizer_manager.lora_registry.get_all_adapters())
+
+
+def _error(answer: Any) -> str | None:
+    """None for SGLang's answer to a successful load or unload, else its error message."""
+    body = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
+    return None if answer.status_code == 200 and body.get("success", True) else \
+        str(body.get("error_message") or body.get("message") or answer.text)
 
 
 def _preload(server_args: Any) -> None:
@@ -71,12 +79,14 @@ def _preload(server_args: Any) -> None:
                                    json={"lora_name": name, "lora_path": folder, "pinned": pinned}, verify=False)
         finally:
             preloading.discard(name)
-        body = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
-        return None if answer.status_code == 200 and body.get("success", True) else \
-            str(body.get("error_message") or body.get("message") or answer.text)
+        return _error(answer)
+
+    def unload(name: str) -> str | None:
+        return _error(requests.post(url + "/unload_lora_adapter", headers=headers, timeout=SERVER_UP_TIMEOUT_S,
+                                    json={"lora_name": name}, verify=False))
 
     directory = on_demand_directory(server_args)
-    preload(plan, lambda name: str(found) if (found := directory.find(name)) else None, _loaded_names(), load)
+    preload(plan, lambda name: str(found) if (found := directory.find(name)) else None, _loaded(), load, unload)
 
 
 @hook("plan_preload", WARMUP, "AROUND", loses="preloading the adapters of LORA_TELEMETRY_PLAN",

@@ -1,5 +1,6 @@
 """A server started with a plan (LORA_TELEMETRY_PLAN): its adapters preloaded before it is ready,
-one warning for the one it cannot find, and the pool's victims chosen by priority, exactly as
+one warning for the one it cannot find, the one it pins that ``--lora-paths`` loaded unpinned
+loaded again pinned, and the pool's victims chosen by priority, exactly as
 the simulator predicts from the server's own access log, where SGLang's LRU would differ; and a
 request waiting with its own ``priority`` keeping its adapter in the pool."""
 
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from lora_telemetry.capacity.recording import Pool, read
+from lora_telemetry.capacity.recording import Load, Pool, read
 from lora_telemetry.capacity.simulator import PoolSimulator
 from lora_telemetry.scrape import Metrics
 from tests.conftest import generate, metrics_when, post, running_server, unexpected_errors
@@ -32,20 +33,27 @@ def server(bed, tmp_path_factory):
     env = {"LORA_TELEMETRY_PLAN": str(tmp / "plan.json"), "LORA_TELEMETRY_ADAPTER_DIR": str(bed.adapter_dir),
            "LORA_TELEMETRY_ACCESS_LOG": str(tmp / "access.log")}
     # One request runs at a time, so the others wait in SGLang's queue while a batch is formed.
-    flags = ["--max-loras-per-batch", str(SLOTS), "--max-running-requests", "1"]
+    # sql, which the plan pins, is loaded unpinned first, as a server given --lora-paths too would.
+    flags = ["--max-loras-per-batch", str(SLOTS), "--max-running-requests", "1",
+             "--lora-paths", f"sql={bed.adapters()['sql']}"]
     with running_server(bed, flags, env=env, tmp=tmp) as server:
         server.access_log = tmp / "access.log"
         yield server
 
 
 def test_the_plans_adapters_are_loaded_before_the_server_is_ready(server):
-    m = metrics_when(server, lambda m: m.total("sglang_lora_adapter_loads_total") >= 3)
+    m = metrics_when(server, lambda m: m.total("sglang_lora_adapter_loads_total") >= 4)
     assert m.by("sglang_lora_adapter_loads_total", "lora_name", trigger="preload", result="success") == \
         {"qa": 1, "sql": 1, "chat": 1}
-    assert m.total("sglang_lora_adapter_loads_total") == 3  # nothing else, and no failed load counted
+    assert m.by("sglang_lora_adapter_loads_total", "lora_name", trigger="startup") == {"sql": 1}
+    assert m.total("sglang_lora_adapter_loads_total") == 4  # nothing else, and no failed load counted
+    assert m.by("sglang_lora_adapter_unloads_total", "lora_name") == {"sql": 1}  # to load it again, pinned
+    loads = [(r.name, r.pinned) for r in read(server.access_log) if isinstance(r, Load)]
+    assert loads[:1] == [("sql", False)] and ("sql", True) in loads
     log = server.log_path.read_text()
     assert log.count("'ghost' is not in the adapter directory") == 1
-    assert log.index("plan preloaded 3 adapters (1 pinned)") < log.index("The server is fired up and ready to roll")
+    ready = log.index("The server is fired up and ready to roll")
+    assert log.index("plan preloaded 2 adapters (0 pinned); pinned sql, loaded unpinned before") < ready
 
 
 def test_the_pool_evicts_by_priority_exactly_as_the_simulator_replays_it(server):
