@@ -32,7 +32,7 @@ def _decode_batch(adapters: int, requests: int) -> tuple[SimpleNamespace, Simple
     pool = SimpleNamespace(uid_to_buffer_id={uid: n for n, uid in enumerate(refs)}, max_loras_per_batch=adapters + 1)
     manager = SimpleNamespace(lora_refs=refs, memory_pool=pool)
     worker = SimpleNamespace(model_runner=SimpleNamespace(lora_manager=manager))
-    reqs = [SimpleNamespace(lora_id=uid, rid=f"r{i}", finished=lambda: False) for i, uid in enumerate(ids)]
+    reqs = [SimpleNamespace(lora_id=uid, rid=f"r{i}", finished_reason=None) for i, uid in enumerate(ids)]
     sched = SimpleNamespace(enable_lora=True, tp_worker=worker, waiting_queue=[], max_loras_per_batch=adapters + 1,
                             enable_lora_overlap_loading=False, lora_drainer=None, disaggregation_mode=None,
                             running_batch=SimpleNamespace(reqs=reqs))

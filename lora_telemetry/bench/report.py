@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -129,9 +130,11 @@ def scrape_stall(console: Console, adapters: int, rounds: int, seconds: float) -
 
 
 def advise_scale(console: Console, batches: int) -> None:
-    """Time ``advise`` on a synthetic recording of ``batches`` forward batches over 100 adapters."""
+    """Time ``advise`` and ``advise --plan`` on a synthetic recording of ``batches`` forward batches
+    over 100 adapters in a pool of 8 slots."""
     from lora_telemetry.bench.recording import write_synthetic
     from lora_telemetry.capacity.analysis import analyse
+    from lora_telemetry.capacity.planner import make_plan
 
     with tempfile.TemporaryDirectory() as work:
         path = Path(work) / "synthetic.log"
@@ -140,5 +143,12 @@ def advise_scale(console: Console, batches: int) -> None:
         size = path.stat().st_size
         with console.status("analysing it"):
             analysis = analyse(path)
-    console.print(f"advise: {analysis.batches:,} batches ({size / 2**20:,.0f} MiB), "
-                  f"{len(analysis.slots.sizes)} slot counts by LRU stack distances, in {analysis.seconds:.2f} s")
+        console.print(f"advise: {analysis.batches:,} batches ({size / 2**20:,.0f} MiB), "
+                      f"{len(analysis.slots.sizes)} slot counts by LRU stack distances, in {analysis.seconds:.2f} s")
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("advise --plan: replaying each candidate plan", total=None)
+            start = time.perf_counter()
+            planned = make_plan(path, None, progress=lambda: progress.advance(task))
+            seconds = time.perf_counter() - start
+    console.print(f"advise --plan: {len(planned.considered)} candidate plans for {planned.plan.slots} slots, each "
+                  f"replayed 3 times (as recorded, base model kept, base model gone), in {seconds:.1f} s")

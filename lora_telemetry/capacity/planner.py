@@ -108,30 +108,41 @@ def _replay(pools: dict[int, list[Record]], slots: int, policy: str, pin: tuple[
     pinned = set(pin)
     priorities = dict.fromkeys(raised, 1) if raised else recorded
     kept = pinned | {BASE} if base == "kept" else pinned
-    if len(kept) >= slots:
+    room = slots - len(kept)  # slots for the batch's other adapters
+    if room < 1:
         return None  # no slot left for the others: SGLang would have to evict the base model
     for records in pools.values():
         pool = PoolSimulator(slots, policy, priorities)
         pool.pinned |= kept
         freed, opened = base != "freed", False
+        repeat: tuple[str, ...] | None = None  # the batch before, whole, when nothing came between
         try:
             for record in records:
+                if isinstance(record, Batch) and record.adapters == repeat and not any(record.new_requests):
+                    batches += 1  # a decode step of the batch before: it changes nothing
+                    continue
                 if isinstance(record, Batch):
                     if not freed and BASE not in record.adapters and BASE in pool.resident:
                         pool.unload(BASE)  # as a batch needing every other slot would have evicted it
                         freed = True
-                    parts = list(_split_batch(record, kept, slots - len(kept)))
+                    free = sum(name not in kept for name in record.adapters)
+                    parts = (record,) if free <= room else tuple(_split_batch(record, kept, room))
                     batches, split = batches + 1, split + (len(parts) > 1)
+                    repeat = record.adapters if len(parts) == 1 else None
                     for batch in parts:
-                        opening = len(set(batch.adapters) - kept - {BASE}) >= slots - len(kept)
+                        if len(parts) > 1:
+                            free = sum(name not in kept for name in batch.adapters)
+                        opening = free - (BASE in batch.adapters and BASE not in kept) >= room
                         openings, opened = openings + (opening and not opened), opening  # decode steps repeat it
                         pool.batch(batch.adapters, batch.new_requests)
                 elif isinstance(record, (Load, Unload)) and record.name in pinned:
                     continue  # preloaded pinned by the plan: neither loaded nor unloaded again
                 elif isinstance(record, Load):
                     pool.load(record.name, record.pinned)
+                    repeat = None
                 elif isinstance(record, Unload):
                     pool.unload(record.name)
+                    repeat = None
         except PoolFull:
             return None
         hits += sum(n for name, n in pool.hits.items() if name != BASE)

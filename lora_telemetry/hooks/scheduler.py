@@ -90,10 +90,12 @@ def _flush(scheduler: Any, batch: Any, now: float) -> None:
         _batch_reqs.clear()
     # Finished requests stay in the running batch until its next filter (with the overlap scheduler, a
     # step later); SGLang's admission no longer counts them as holding a slot, and neither do we. That
-    # is read now: by the time the publisher counts, a short request has finished.
+    # is read now: by the time the publisher counts, a short request has finished. ``finished()`` is
+    # ``finished_reason is not None`` (0.5.21, 0.5.23); the field read is a third of the call's cost.
     batch_list = getattr(getattr(scheduler, "running_batch", None), "reqs", None) or ()
-    running = [r for r in batch_list if not r.finished()]
-    joining = [r for r in batch.reqs if not r.finished()] if batch is not None and batch.reqs is not batch_list else []
+    running = [r for r in batch_list if r.finished_reason is None]
+    joining = [r for r in batch.reqs if r.finished_reason is None] \
+        if batch is not None and batch.reqs is not batch_list else []
     runtime.defer(functools.partial(
         safely, "scheduler_run_batch", _routing_state, running, joining,
         list(scheduler.waiting_queue), dict(_manager(scheduler).lora_refs), scheduler.max_loras_per_batch,

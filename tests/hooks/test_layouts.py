@@ -55,7 +55,7 @@ def _scheduler(pool: NS, refs: dict, overlap: bool = False, drainer=None, runnin
 
 
 def _req(rid: str, uid: str | None, finished: bool = False) -> NS:
-    return NS(rid=rid, lora_id=uid, time_stats=None, finished=lambda: finished)
+    return NS(rid=rid, lora_id=uid, time_stats=None, finished_reason="length" if finished else None)
 
 
 REFS = {"u1": NS(lora_name="qa", pinned=False), "u2": NS(lora_name="sql", pinned=False)}
@@ -153,7 +153,7 @@ def test_decode_batches_are_counted_off_the_schedulers_thread_and_walked_once_wh
     scheduler._batch_reqs.clear()
     scheduler._state.update(last_flush=time.monotonic(), busy=True)
     sched = _scheduler(_pool({None: 0, "u1": 1, "u2": 2}), REFS)
-    steady = [Req(rid=f"r{i}", uid="u1" if i % 2 else "u2", finished=lambda: False) for i in range(64)]
+    steady = [Req(rid=f"r{i}", uid="u1" if i % 2 else "u2", finished_reason=None) for i in range(64)]
     for _ in range(10):
         scheduler.run_batch(sched, NS(reqs=steady, forward_mode=Mode("decode")))
     filtered = steady[:1]  # SGLang's filter makes a new list: one adapter left
@@ -286,11 +286,10 @@ def test_a_request_running_at_the_flush_counts_as_running_though_it_finishes_bef
     monkeypatch.setattr(runtime, "emit", emitted.append)
     monkeypatch.setattr(runtime, "defer", deferred.append)
     scheduler._state["last_flush"] = 0.0
-    done = {"a": False}
-    running = [NS(rid="a", lora_id="u1", time_stats=None, finished=lambda: done["a"])]
+    running = [NS(rid="a", lora_id="u1", time_stats=None, finished_reason=None)]
     sched = _scheduler(_pool({None: 0, "u1": 1}), REFS, running=running)
     scheduler.run_batch(sched, NS(reqs=running, forward_mode=Mode("decode")))
-    done["a"] = True  # finished before the publisher thread counts
+    running[0].finished_reason = "length"  # finished before the publisher thread counts
     for work in deferred:
         work()
     [state] = _of(emitted, ev.RoutingState)
