@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument("--stub", action="store_true", help="the generator's send-time accuracy against an instant stub")
     modes.add_argument("--stub-rate", type=float, default=50.0, help="requests per second for --stub")
     modes.add_argument("--advise-scale", type=int, metavar="N",
-                       help="time lora-telemetry advise on a synthetic access log of N batches")
+                       help="time lora-telemetry advise, and advise --plan for 8 slots, on a synthetic access "
+                            "log of N batches")
     modes.add_argument("--hooks", action="store_true", help="cost per call of the hot-path hooks")
     modes.add_argument("--scrape", action="store_true", help="render time of /metrics at 100, 1,000, 10,000 adapters")
     modes.add_argument("--scales", default="100,1000,10000", help="adapter counts for --scrape")
