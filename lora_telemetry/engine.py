@@ -21,7 +21,7 @@ from typing import Any
 from lora_telemetry import plan as plan_module
 from lora_telemetry.adapters import AdapterDirectory, AdapterNameError, SingleFlight, check_name
 from lora_telemetry.plan import Plan
-from lora_telemetry.preload import held, preload
+from lora_telemetry.preload import preload
 from lora_telemetry.priorities import check_priorities
 
 PRIORITIES_ENV = "LORA_TELEMETRY_PRIORITIES"
@@ -85,6 +85,8 @@ class LoRAEngine:
         with _priorities_for_children(self.priorities):
             self.engine = sglang.Engine(*args, **kwargs)
         if self.plan is not None:
+            from lora_telemetry.hooks.preload import held
+
             self.preloaded = preload(self.plan, self._folder, held(self._loaded_names()), self._load_for_plan,
                                      self._unload_for_plan)
 

@@ -49,9 +49,11 @@ def _repin(name: str, before: Loaded, load: Load, unload: Unload, report: Preloa
         if error is None:
             report.repinned.append(name)
             return
-        if load(name, before.path, False) is not None:  # as it was before, rather than gone
-            logger.error("lora_telemetry: plan adapter %r could not be loaded again after unloading it to pin it",
-                         name)
+        if load(name, before.path, False) is not None:
+            report.failed[name] = error
+            logger.error("lora_telemetry: plan adapter %r was unloaded to pin it and could be loaded again neither "
+                         "pinned (%s) nor unpinned; serving without it", name, error)
+            return
     report.failed[name] = error
     logger.warning("lora_telemetry: plan adapter %r was loaded unpinned and could not be pinned: %s; serving it "
                    "unpinned", name, error)
@@ -88,8 +90,3 @@ def preload(plan: Plan, find: Callable[[str], str | None], loaded: Mapping[str, 
                 if report.repinned else "")
     return report
 
-
-def held(refs: Mapping[str, object]) -> dict[str, Loaded]:
-    """SGLang's loaded adapters (its ``LoRARef`` objects by name) as :class:`Loaded`."""
-    return {name: Loaded(str(getattr(ref, "lora_path", "") or ""), bool(getattr(ref, "pinned", False)))
-            for name, ref in refs.items()}

@@ -137,6 +137,16 @@ def test_an_adapter_that_cannot_be_pinned_is_loaded_back_unpinned_with_one_warni
     assert "'qa' was loaded unpinned and could not be pinned: no slot left to pin" in warning
 
 
+def test_an_adapter_that_cannot_be_loaded_again_at_all_is_said_to_be_gone(caplog):
+    plan = parse(_plan(preload=["qa"], pin=["qa"]))
+    with caplog.at_level(logging.WARNING, logger="lora_telemetry"):
+        report = preload(plan, lambda name: None, {"qa": Loaded("/lora-paths/qa", False)},
+                         lambda name, folder, pinned: "the folder is gone", lambda name: None)
+    assert report.failed == {"qa": "the folder is gone"}
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.levelno == logging.ERROR and "serving without it" in record.getMessage()
+
+
 def test_an_adapter_loaded_from_weights_in_memory_is_not_unloaded_to_pin_it(caplog):
     plan = parse(_plan(preload=["qa"], pin=["qa"]))
     with caplog.at_level(logging.WARNING, logger="lora_telemetry"):
