@@ -29,8 +29,16 @@ def _testbed_make(args: argparse.Namespace) -> int:
 
     console = _console()
     with console.status("making the test bed") as status:
-        bed = make(Path(args.dir), adapters=args.adapters, seed=args.seed,
-                   progress=lambda msg: status.update(f"making {msg}"))
+        progress = lambda msg: status.update(f"making {msg}")  # noqa: E731
+        if args.shape is None:
+            bed = make(Path(args.dir), adapters=args.adapters or 8, seed=args.seed, progress=progress)
+        else:
+            from lora_telemetry.testbed.shapes import make_shaped, shape_named
+
+            shape = shape_named(args.shape, layers=args.layers, hidden=args.hidden,
+                                intermediate=args.intermediate, heads=args.heads, kv_heads=args.kv_heads)
+            bed = make_shaped(Path(args.dir), shape, adapters=args.adapters or 16, rank=args.rank,
+                              seed=args.seed, progress=progress)
     console.print(f"test bed ready: model {bed.model}, {len(bed.adapters())} adapters in {bed.adapter_dir}")
     return 0
 
@@ -258,10 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     testbed = sub.add_parser("testbed", help="the tiny local model and adapters, and SGLang on the CPU")
     tb = testbed.add_subparsers(dest="testbed_command", required=True)
-    make = tb.add_parser("make", help="write the tiny model and N LoRA adapters into DIR (offline, seeded, cached)")
+    make = tb.add_parser("make", help="write the tiny model and N LoRA adapters into DIR (offline, seeded, cached)",
+                         description="Without --shape: the tiny CPU model and adapters of ranks 4 and 8. With "
+                         "--shape: a model of a real model's dimensions with random bf16 weights (generated on "
+                         "the GPU where there is one) and adapters of --rank on all seven projections, for "
+                         "SGLang on a GPU. Either way nothing is downloaded and a complete bed is reused.")
     make.add_argument("dir", type=Path)
-    make.add_argument("--adapters", type=int, default=8, help="number of adapters (default 8)")
+    make.add_argument("--adapters", type=int, help="number of adapters (default 8; 16 with --shape)")
     make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--shape", help="a real model's dimensions: llama3-8b (16 GB), llama2-7b, llama3-1b")
+    make.add_argument("--rank", type=int, default=16, help="with --shape: every adapter's rank (default 16)")
+    for dim in ("layers", "hidden", "intermediate", "heads", "kv-heads"):
+        make.add_argument(f"--{dim}", type=int, help=f"with --shape: replace the shape's {dim.replace('-', ' ')}")
     make.set_defaults(run=_testbed_make, extra="testbed")
     serve = tb.add_parser("serve", help="start stock sglang.launch_server on DIR's model; other flags go to SGLang",
                           description="Starts python -m sglang.launch_server with the test bed's model, CPU "

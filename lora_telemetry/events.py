@@ -132,6 +132,7 @@ class SlotLoaded:
     seconds: float | None  # None: an overlapped copy, timed when done (SlotCopied)
     since_eviction_s: float | None = None  # the adapter was evicted this long ago (a reuse)
     thrash: bool = False  # ... within the thrash window
+    bytes: int = 0  # of the adapter's weights the copy reads (0 for the base model's slot, which is zeroed)
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ from lora_telemetry import events as ev
 from lora_telemetry.forensics import EvictionLedger
 from lora_telemetry.hooks.base import hook, safely
 from lora_telemetry.hooks.ranks import reporting_rank
-from lora_telemetry.hooks.sizes import adapter_bytes, pool_bytes, slot_bytes
+from lora_telemetry.hooks.sizes import adapter_bytes, pool_bytes, slot_bytes, weight_bytes
 
 POOL = "sglang.srt.lora.mem_pool.LoRAMemoryPool"
 OVERLAP_LOADER = "sglang.srt.lora.lora_overlap_loader.LoRAOverlapLoader"
@@ -88,8 +88,9 @@ def _diff(pool: Any, before: dict, cur_uids: Any, refs: dict, adapters: dict, re
                 last_slot_load_s[uid] = seconds
             if reports:
                 reuse = _ledger().loaded(name, now)
+                copied = weight_bytes(adapters[uid]) if uid in adapters else 0
                 runtime.emit(ev.SlotLoaded(name, after[uid], seconds, reuse and reuse.seconds,
-                                           bool(reuse and reuse.thrash)))
+                                           bool(reuse and reuse.thrash), copied))
             runtime.emit(ev.Residency(name, "gpu", True, size, _is_pinned(uid, refs), not reports))
             if overlap:
                 _count_pinned_copy(name, adapters.get(uid), _is_pinned(uid, refs))

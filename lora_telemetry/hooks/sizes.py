@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 _capacity: dict[int, int] = {}
+_WEIGHT_BYTES = "_lora_telemetry_weight_bytes"
 
 _ADAPTER_TENSOR_DICTS = ("embedding_layers", "added_tokens_embeddings", "pinned_embedding_layers",
                          "pinned_added_tokens_embeddings")
@@ -27,6 +28,20 @@ def adapter_bytes(adapter: Any) -> int:
     for name in _ADAPTER_TENSOR_DICTS:
         total += _tensor_bytes((getattr(adapter, name, None) or {}).values())
     return total
+
+
+def weight_bytes(adapter: Any) -> int:
+    """Bytes a slot load copies: the adapter's weights, once (from the pinned copy with overlap
+    loading, from the pageable one otherwise). Weights never change under a loaded adapter, so
+    the sum is kept on it."""
+    cached = getattr(adapter, _WEIGHT_BYTES, None)
+    if cached is None:
+        cached = sum(_tensor_bytes((getattr(layer, "weights", None) or {}).values())
+                     for layer in getattr(adapter, "layers", []))
+        cached += sum(_tensor_bytes((getattr(adapter, name, None) or {}).values())
+                      for name in ("embedding_layers", "added_tokens_embeddings"))
+        setattr(adapter, _WEIGHT_BYTES, cached)
+    return cached
 
 
 def pool_bytes(pool: Any) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.adapter_sizes import host_bytes
 from tests.conftest import generate, lora_paths, metrics_when, post, running_server
 from tests.pool_model import BASE, PoolModel
 
@@ -80,6 +81,15 @@ def _walk(bed, tmp: Path, policy: str) -> None:
             assert metrics.total("sglang_lora_pool_slots", state="free") == 3 - len(model.resident)
     assert sum(evictions.values()) >= 6  # the walk really exercised eviction
     _check_reuses(metrics, reuses)
+    _check_bytes_copied(bed, metrics, loads)
+
+
+def _check_bytes_copied(bed, metrics, loads: Counter) -> None:
+    """Each slot load copies its adapter's weights once, as the files give them; the base model's
+    slot is only zeroed."""
+    copied = {k: v for k, v in metrics.by("sglang_lora_pool_slot_load_bytes_total", "lora_name").items() if v}
+    assert copied == {name: count * host_bytes(bed.adapters()[name], bed.model)
+                      for name, count in loads.items() if name != BASE}
 
 
 def _check_reuses(metrics, reuses: dict[str, list[tuple[float, float]]]) -> None:

@@ -87,6 +87,10 @@ ROWS = [
              f"{_rate('sglang_lora_pool_slot_loads_total', 'instance', SERVER)}", "{{instance}}")], "timeseries"),
         ("Slot copy time p95", "s", [
             (_quantile(0.95, "sglang_lora_pool_slot_load_seconds", "", SERVER), "p95")], "timeseries"),
+        ("Slot load bandwidth (bytes copied per second of copying) and bytes per second by adapter", "Bps", [
+            (f"{_rate('sglang_lora_pool_slot_load_bytes_total', 'instance', SERVER)} / "
+             f"{_rate('sglang_lora_pool_slot_load_seconds_sum', 'instance', SERVER)}", "{{instance}} while copying"),
+            (_rate("sglang_lora_pool_slot_load_bytes_total", "lora_name"), "{{lora_name}}")], "timeseries"),
         ("Pool slots", "short", [(f"sum by (state) (sglang_lora_pool_slots{{{SERVER}}})", "{{state}}")], "timeseries"),
         ("Adapters per forward batch", "short", [
             (_quantile(0.5, "sglang_lora_batch_adapters", "", SERVER), "p50"),

@@ -62,6 +62,8 @@ FAMILIES: tuple[Family, ...] = (
              "Adapter lookups. tier=host: at arrival, hit if the adapter was loaded. "
              "tier=gpu: when a request is first scheduled, hit if its adapter held a pool slot."),
     _counter("sglang_lora_pool_slot_loads_total", ("lora_name",), "Copies of an adapter into a pool slot."),
+    _counter("sglang_lora_pool_slot_load_bytes_total", ("lora_name",),
+             "Bytes of adapter weights copied into pool slots (rate() over the slot load time: copy bandwidth)."),
     _counter("sglang_lora_pool_evictions_total", ("lora_name",),
              "Times the adapter was evicted from its pool slot to make room for another."),
     _histogram("sglang_lora_pool_slot_load_seconds", (), "Time to copy one adapter into a pool slot.",
