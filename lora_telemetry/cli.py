@@ -85,7 +85,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.stub:
         return command.stub_accuracy(args, console)
     if args.compare_overhead:
-        return command.compare_overhead(args, console)
+        from lora_telemetry.bench import overhead
+
+        return overhead.run(args, console)
     if args.plan_effect:
         from lora_telemetry.bench import plan_effect
 
@@ -177,8 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also write the schedule's requests as an access log for lora-telemetry advise")
     modes = bench.add_argument_group("other modes")
     modes.add_argument("--compare-overhead", action="store_true",
-                       help="run the workload on the test-bed server with the plugin off and on, alternating")
-    modes.add_argument("--rounds", type=int, default=3, help="paired rounds for --compare-overhead")
+                       help="the plugin's cost: fresh servers with the plugin off and on in alternating pairs, the "
+                       "same workload; the test bed, or --model with --adapter-dir")
+    modes.add_argument("--rounds", type=int, default=3,
+                       help="pairs of servers (plugin off and on) for --compare-overhead; rounds for --scrape-stall")
+    modes.add_argument("--warmup-rounds", type=int, default=1,
+                       help="--compare-overhead: servers run first and not counted (a GPU host's first compiles "
+                       "Triton kernels; default 1)")
+    modes.add_argument("--model", type=Path, help="--compare-overhead on this model instead of the test bed "
+                       "(with --adapter-dir)")
+    modes.add_argument("--adapter-dir", type=Path, help="with --model: a folder of adapter folders, served by name")
+    modes.add_argument("--server-flags", default="", help="--compare-overhead: more SGLang flags, one string "
+                       "(e.g. \"--attention-backend triton --cuda-graph-max-bs 64\")")
+    modes.add_argument("--start-timeout", type=float, default=600.0,
+                       help="--compare-overhead: seconds a server may take to answer /health (default 600)")
     modes.add_argument("--plan-effect", action="store_true",
                        help="serve the workload on the test-bed server with SGLang's LRU, make a plan from its access "
                        "log (advise --plan, for --slots), serve it again with the plan; print predicted and measured "

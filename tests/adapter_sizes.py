@@ -7,7 +7,12 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-FLOAT32 = 4
+
+def element_size(model: Path) -> int:
+    """Bytes per weight SGLang holds: the model's dtype (the CPU test bed's float32, a shaped bed's bfloat16)."""
+    config = json.loads((model / "config.json").read_text())
+    dtype = config.get("torch_dtype") or config.get("dtype") or "float32"
+    return {"float32": 4, "bfloat16": 2, "float16": 2}[dtype]
 
 
 def host_bytes(adapter: Path, model: Path) -> int:
@@ -15,14 +20,15 @@ def host_bytes(adapter: Path, model: Path) -> int:
     adapter targets q but not k (SGLang stacks q, k, v into one qkv projection)."""
     config = json.loads((model / "config.json").read_text())
     targets = set(json.loads((adapter / "adapter_config.json").read_text())["target_modules"])
+    size = element_size(model)
     total = 0
     with safe_open(adapter / "adapter_model.safetensors", "pt") as tensors:
         for key in tensors.keys():
-            total += tensors.get_slice(key).get_shape()[0] * tensors.get_slice(key).get_shape()[1] * FLOAT32
+            total += tensors.get_slice(key).get_shape()[0] * tensors.get_slice(key).get_shape()[1] * size
     if "q_proj" in targets and "k_proj" not in targets:
         rank = json.loads((adapter / "adapter_config.json").read_text())["r"]
         kv_dim = config["hidden_size"] // config["num_attention_heads"] * config["num_key_value_heads"]
-        total += config["num_hidden_layers"] * (rank * config["hidden_size"] + kv_dim * rank) * FLOAT32
+        total += config["num_hidden_layers"] * (rank * config["hidden_size"] + kv_dim * rank) * size
     return total
 
 
@@ -39,4 +45,4 @@ def pool_capacity(model: Path, slots: int, max_rank: int, tp: int = 1) -> int:
         + 2 * r * hidden + 2 * inter // tp * r  # gate_up_proj: A whole, B split
         + r * inter // tp + hidden * r  # down_proj: A split, B whole
     )
-    return tp * slots * layers * per_layer_per_rank * FLOAT32
+    return tp * slots * layers * per_layer_per_rank * element_size(model)

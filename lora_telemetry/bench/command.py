@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -67,7 +65,7 @@ def embedded_server(adapters: int, slots: int, env: dict[str, str] | None = None
 def run_workload(url: str, names: list[str], workload: Workload, console: Console | None) -> traffic.Run:
     requests = schedule(workload)
     if console is None:
-        return asyncio.run(traffic.drive(url, names, requests))
+        return traffic.run(traffic.drive(url, names, requests))
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[line]}"),
                         console=console)
     with progress:
@@ -76,7 +74,7 @@ def run_workload(url: str, names: list[str], workload: Workload, console: Consol
         def update(sent: int, done: int) -> None:
             progress.update(task, completed=done, line=f"{sent}/{len(requests)} sent, {done} done")
 
-        return asyncio.run(traffic.drive(url, names, requests, update))
+        return traffic.run(traffic.drive(url, names, requests, update))
 
 
 def _ms(value: float | None) -> str:
@@ -100,6 +98,28 @@ def summary_table(summary: dict) -> Table:
     return table
 
 
+def ttft_table(summary: dict) -> Table | None:
+    """Where the client's TTFT went, summed over the run: SGLang's own stamps split it, and the
+    server's phases (from /metrics) say how much of it the server's series explain."""
+    split, phases = summary.get("ttft_breakdown"), summary.get("ttft_phase_s")
+    if not split:
+        return None
+    client = split["client_s"]
+    table = Table(title=f"where the client's time to first token went ({split['requests']} streamed requests, "
+                  "sums)")
+    for column in ("part", "seconds", "share"):
+        table.add_column(column, justify="left" if column == "part" else "right")
+    rows = [("client's TTFT", client),
+            ("  before SGLang's arrival (sending, the server reading and parsing it)", split["before_sglang_s"]),
+            ("  SGLang: arrival to first chunk handed on", split["in_sglang_s"]),
+            ("  after (the server writing the chunk, the client reading it)", split["after_sglang_s"])]
+    if phases:
+        rows += [("server's TTFT phases, all", sum(phases.values())), ("  of which http", phases.get("http", 0.0))]
+    for part, seconds in rows:
+        table.add_row(part, f"{seconds:.3f}", f"{seconds / client:.1%}" if client else "-")
+    return table
+
+
 def run_traffic(args: argparse.Namespace, console: Console) -> int:
     workload = workload_from(args)
     out = Path(args.out)
@@ -116,6 +136,8 @@ def run_traffic(args: argparse.Namespace, console: Console) -> int:
         run = run_workload(url, names, workload, console)
     result = traffic.summary(run)
     console.print(summary_table(result))
+    if (breakdown := ttft_table(result)) is not None:
+        console.print(breakdown)
     errors = result["send_error_s"]
     console.print(f"{result['succeeded']}/{result['requests']} requests in {result['duration_s']:.1f} s, "
                   f"{result['output_tokens_per_s']:.1f} output tokens/s; send time vs schedule: "
@@ -139,7 +161,7 @@ def stub_accuracy(args: argparse.Namespace, console: Console) -> int:
     try:
         time.sleep(1.0)
         workload = Workload(adapters=4, rate=args.stub_rate, duration=args.duration, seed=args.seed)
-        run = asyncio.run(traffic.drive(f"http://127.0.0.1:{port}", ["a", "b", "c", "d"], schedule(workload),
+        run = traffic.run(traffic.drive(f"http://127.0.0.1:{port}", ["a", "b", "c", "d"], schedule(workload),
                                         watch=False))
     finally:
         stub.terminate()
@@ -149,35 +171,4 @@ def stub_accuracy(args: argparse.Namespace, console: Console) -> int:
                   f"{len(errors)} requests: send time vs schedule p50 {p50 * 1000:.3f} ms, "
                   f"p99 {p99 * 1000:.3f} ms, max {max(errors) * 1000:.3f} ms (goal: p99 < 1 ms); "
                   f"{sum(o.ok for o in run.outcomes)} answered")
-    return 0
-
-
-def compare_overhead(args: argparse.Namespace, console: Console) -> int:
-    """Plugin off vs on, the same seeded workload, alternating order round by round."""
-    workload = workload_from(args)
-    results: dict[str, list[dict]] = {"off": [], "on": []}
-    for round_ in range(args.rounds):
-        order = ("off", "on") if round_ % 2 == 0 else ("on", "off")
-        for mode in order:
-            env = {"LORA_TELEMETRY_ENABLED": "1" if mode == "on" else "0"}
-            with embedded_server(workload.adapters, args.slots, env=env) as (url, names):
-                console.print(f"round {round_ + 1}/{args.rounds}: plugin {mode}")
-                run = run_workload(url, names, workload, None)
-            ok = [o for o in run.outcomes if o.ok]
-            results[mode].append({
-                "throughput": sum(o.output_tokens for o in ok) / run.duration,
-                "ttft_p50": statistics.median(o.ttft for o in ok if o.ttft is not None),
-            })
-    throughput = [on["throughput"] / off["throughput"] for on, off in zip(results["on"], results["off"], strict=True)]
-    ttft = [on["ttft_p50"] / off["ttft_p50"] for on, off in zip(results["on"], results["off"], strict=True)]
-    table = Table(title=f"plugin on / off, {args.rounds} paired rounds of the same workload")
-    for column in ("ratio", "median", "min", "max"):
-        table.add_column(column, justify="right")
-    for name, values in (("throughput on/off", throughput), ("TTFT p50 on/off", ttft)):
-        table.add_row(name, f"{statistics.median(values):.3f}", f"{min(values):.3f}", f"{max(values):.3f}")
-    console.print(table)
-    console.print("goal: throughput ratio >= 0.99; round-to-round noise on this machine is about 12% "
-                  "(see the README), so small differences need many rounds")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "overhead.json").write_text(json.dumps(results, indent=1))
     return 0

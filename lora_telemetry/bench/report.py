@@ -74,7 +74,6 @@ def live_scrape(console: Console, adapters: int, scrapes: int) -> None:
 def scrape_stall(console: Console, adapters: int, rounds: int, seconds: float) -> None:
     """Does scraping stall serving? TTFT p99 of the same workload with and without a scrape
     every second, paired and interleaved, against the noise between identical rounds."""
-    import asyncio
     import statistics
     import threading
 
@@ -100,7 +99,7 @@ def scrape_stall(console: Console, adapters: int, rounds: int, seconds: float) -
         thread = threading.Thread(target=scraper, daemon=True)
         if scraping:
             thread.start()
-        run = asyncio.run(traffic.drive(url, names, requests, watch=False))
+        run = traffic.run(traffic.drive(url, names, requests, watch=False))
         stop.set()
         return traffic.percentile([o.ttft for o in run.outcomes if o.ok and o.ttft is not None], 0.99)
 

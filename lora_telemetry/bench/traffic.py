@@ -4,6 +4,13 @@ Requests go to ``/generate`` as streams (prompt as token ids of the scheduled le
 of the scheduled length with ``ignore_eos``), so the client sees TTFT and end-to-end latency.
 The generator reports how late it sent each request against its schedule; the server's
 pool and cache figures come from ``/metrics`` deltas over the run.
+
+Where a client's time to first token went is told by SGLang's own wall-clock stamps, which
+its stream carries (``request_received_ts``, ``response_sent_to_client_ts``): the client's
+wall clock at send and at the first chunk, on the same host, split the client's TTFT into the
+time before SGLang saw the request, SGLang's arrival-to-first-chunk, and the time after
+(:func:`ttft_breakdown`). The client stays lean so that it adds little of its own: it decodes
+only the first and last chunk of a stream, and runs on uvloop where SGLang brought it.
 """
 
 from __future__ import annotations
@@ -13,14 +20,20 @@ import json
 import random
 import statistics
 import time
-from collections.abc import Callable
+import urllib.request
+import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
 import httpx
 
 from lora_telemetry.bench.workload import Request
 from lora_telemetry.scrape import Metrics
 
+T = TypeVar("T")
+# The client's clock: uvloop's loop.time() counts whole milliseconds, too coarse for a TTFT.
+now = time.perf_counter
 VOCAB = (3, 500)  # token ids the test bed's tokenizer knows, specials excluded
 
 
@@ -36,6 +49,12 @@ class Outcome:
     prompt_tokens: int = 0
     output_tokens: int = 0
     error: str | None = None
+    rid: str = ""  # SGLang's request id: joins the request with the server's logs and spans
+    # wall clock (time.time()): the client's send and first chunk; SGLang's arrival and first chunk handed on
+    sent_wall: float = 0.0
+    first_wall: float = 0.0
+    server_arrival: float = 0.0
+    server_first_chunk: float = 0.0
 
 
 @dataclass
@@ -55,22 +74,23 @@ def prompt_ids(request: Request) -> list[int]:
     return [rng.randrange(*VOCAB) for _ in range(request.prompt_tokens)]
 
 
-async def _sleep_until(loop: asyncio.AbstractEventLoop, target: float) -> None:
+async def _sleep_until(target: float) -> None:
     """Sleep to within 2 ms of ``target`` (the event loop's timers have millisecond resolution),
     then spin without yielding, so that no other task's work can make the send late."""
-    delay = target - loop.time()
+    delay = target - now()
     if delay > 0.003:
         await asyncio.sleep(delay - 0.002)
-    while loop.time() < target:
+    while now() < target:
         pass
 
 
 async def _send(client: httpx.AsyncClient, request: Request, name: str | None, outcome: Outcome,
-                loop: asyncio.AbstractEventLoop, start: float) -> None:
-    body = json.dumps({"input_ids": prompt_ids(request), "lora_path": name, "stream": True,
+                start: float) -> None:
+    body = json.dumps({"input_ids": prompt_ids(request), "lora_path": name, "stream": True, "rid": outcome.rid,
                        "sampling_params": {"max_new_tokens": request.output_tokens, "ignore_eos": True,
                                            "temperature": 0}}).encode()
     last = None
+    outcome.sent_wall = time.time() - (now() - start - outcome.sent)
     try:
         async with client.stream("POST", "/generate", content=body,
                                  headers={"Content-Type": "application/json"}) as response:
@@ -78,18 +98,21 @@ async def _send(client: httpx.AsyncClient, request: Request, name: str | None, o
                 outcome.error = f"HTTP {response.status_code}: {(await response.aread())[:200]!r}"
                 return
             async for line in response.aiter_lines():
-                if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                if not line.startswith("data:") or line.startswith("data: [DONE]"):
                     continue
                 if outcome.ttft is None:
-                    outcome.ttft = loop.time() - start - outcome.sent
-                last = json.loads(line[5:])
-                if "error" in last:
-                    outcome.error = str(last["error"])[:200]
+                    outcome.ttft, outcome.first_wall = now() - start - outcome.sent, time.time()
+                    first = json.loads(line[5:])
+                    outcome.server_first_chunk = first.get("meta_info", {}).get("response_sent_to_client_ts", 0.0)
+                last = line
+                if '"error"' in line and "error" in (chunk := json.loads(line[5:])):
+                    outcome.error = str(chunk["error"])[:200]
                     return
-        outcome.e2e = loop.time() - start - outcome.sent
-        meta = (last or {}).get("meta_info", {})
+        outcome.e2e = now() - start - outcome.sent
+        meta = json.loads(last[5:]).get("meta_info", {}) if last else {}
         outcome.prompt_tokens = int(meta.get("prompt_tokens", 0))
         outcome.output_tokens = int(meta.get("completion_tokens", 0))
+        outcome.server_arrival = float(meta.get("request_received_ts") or 0.0)
         outcome.ok = last is not None
     except httpx.HTTPError as error:
         outcome.error = repr(error)[:200]
@@ -102,12 +125,25 @@ def _fetch(url: str) -> Metrics | None:
         return None
 
 
+def _evictions_now(url: str) -> float | None:
+    """The server's eviction total, read off the exposition's lines without parsing the rest: a
+    full parse in the client's process would hold the interpreter lock its requests need."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=10) as response:
+            text = response.read()
+    except OSError:
+        return None
+    family = b"sglang_lora_pool_evictions_total"
+    return sum(float(line.rsplit(b" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(family) and line[len(family):len(family) + 1] in (b"{", b" "))
+
+
 async def _watch_evictions(url: str, start: float, stop: asyncio.Event, out: list[tuple[float, float]]) -> None:
     loop = asyncio.get_running_loop()
     while not stop.is_set():
-        metrics = await loop.run_in_executor(None, _fetch, url)
-        if metrics is not None:
-            out.append((loop.time() - start, metrics.total("sglang_lora_pool_evictions_total")))
+        total = await loop.run_in_executor(None, _evictions_now, url)
+        if total is not None:
+            out.append((now() - start, total))
         try:
             await asyncio.wait_for(stop.wait(), 1.0)
         except TimeoutError:
@@ -124,7 +160,8 @@ async def drive(url: str, names: list[str | None], requests: list[Request],
     evictions: list[tuple[float, float]] = []
     stop = asyncio.Event()
     async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600.0), limits=limits) as client:
-        start = loop.time() + 0.05
+        start = now() + 0.05
+        run_id = f"bench-{uuid.uuid4().hex[:8]}"
         watcher = asyncio.create_task(_watch_evictions(url, start, stop, evictions)) if watch else None
         tasks = []
         done = 0
@@ -135,15 +172,16 @@ async def drive(url: str, names: list[str | None], requests: list[Request],
             on_progress(len(tasks), done)
 
         for request in requests:
-            await _sleep_until(loop, start + request.send_at)
-            outcome = Outcome(request.index, names[request.adapter] or "__base__", request.send_at, loop.time() - start)
+            await _sleep_until(start + request.send_at)
+            outcome = Outcome(request.index, names[request.adapter] or "__base__", request.send_at, now() - start,
+                              rid=f"{run_id}-{request.index}")
             outcomes.append(outcome)
-            task = asyncio.create_task(_send(client, request, names[request.adapter], outcome, loop, start))
+            task = asyncio.create_task(_send(client, request, names[request.adapter], outcome, start))
             task.add_done_callback(finished)
             tasks.append(task)
             on_progress(len(tasks), done)
         await asyncio.gather(*tasks)
-        duration = loop.time() - start
+        duration = now() - start
         stop.set()
         if watcher:
             await watcher
@@ -151,6 +189,30 @@ async def drive(url: str, names: list[str | None], requests: list[Request],
         await asyncio.sleep(1.0)  # the scheduler's last snapshot lands within a second
     after = await loop.run_in_executor(None, _fetch, url) if watch else None
     return Run(outcomes, duration, before, after, evictions)
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop where it is installed (SGLang brings it): the client's own work per
+    chunk, which it adds to every TTFT it measures, is about halved."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
+
+
+def ttft_breakdown(outcomes: list[Outcome]) -> dict | None:
+    """Sums over the finished requests that carry SGLang's stamps: the client's TTFT, SGLang's own
+    arrival-to-first-chunk, and the time before (sending, the server reading and parsing the request)
+    and after (the server writing the chunk, the client reading it), on the host's wall clock."""
+    timed = [o for o in outcomes if o.ok and o.ttft is not None and o.server_arrival and o.server_first_chunk]
+    if not timed:
+        return None
+    return {"requests": len(timed), "client_s": sum(o.ttft for o in timed),
+            "before_sglang_s": sum(o.server_arrival - o.sent_wall for o in timed),
+            "in_sglang_s": sum(o.server_first_chunk - o.server_arrival for o in timed),
+            "after_sglang_s": sum(o.first_wall - o.server_first_chunk for o in timed)}
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -188,7 +250,16 @@ def summary(run: Run) -> dict:
                          "max": max(errors, default=0)},
         "adapters": adapters,
         "evictions_over_time": run.evictions,
+        "ttft_breakdown": ttft_breakdown(run.outcomes),
+        "ttft_phase_s": _phase_sums(run.before, run.after) if run.before and run.after else None,
     }
+
+
+def _phase_sums(before: Metrics, after: Metrics) -> dict[str, float]:
+    """Seconds per TTFT phase the server counted over the run, all adapters together."""
+    family = "sglang_lora_ttft_phase_seconds_sum"
+    phases = {s.labels["phase"] for s in after.select(family)}
+    return {p: after.total(family, phase=p) - before.total(family, phase=p) for p in sorted(phases)}
 
 
 def _metric_deltas(before: Metrics, after: Metrics, name: str) -> dict:

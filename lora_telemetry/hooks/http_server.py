@@ -8,13 +8,18 @@ loop only when something changed.
 
 A request's time to first token, as its client sees it, starts before SGLang stamps its
 arrival: the HTTP server reads and parses its body, SGLang's middlewares and validation run.
-The whole app is wrapped so that each request carries the moment the server handed it on
-(``http_arrival``, read by the tokenizer hook in the same task): the ``http`` phase.
+The whole app is wrapped so that each request carries the moment the server read its first
+bytes (``http_arrival``, read by the tokenizer hook in the same task): the ``http`` phase.
+Uvicorn reads a request in its protocol's ``data_received`` and starts the app in a task of its
+own, which runs only once the event loop has worked through what was ready before it: on a busy
+server that wait is milliseconds, so the first read is stamped there, per connection, and the
+app's start stands in where uvicorn's protocol is not the one hooked.
 """
 
 from __future__ import annotations
 
 import contextvars
+import importlib.util
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +31,9 @@ from lora_telemetry.hooks.base import hook, safely
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 _NEGOTIATION_HEADERS = {b"accept", b"accept-encoding"}
 http_arrival: contextvars.ContextVar[float] = contextvars.ContextVar("lora_http_arrival", default=0.0)
+# client (host, port) -> perf_counter time uvicorn first read its current request; taken by the app
+first_read: dict[Any, float] = {}
+_FIRST_READ_LIMIT = 10_000  # requests cut off before the app ran leave their stamp; past this, start over
 
 
 def stamping_arrival(inner: ASGIApp) -> ASGIApp:
@@ -34,11 +42,11 @@ def stamping_arrival(inner: ASGIApp) -> ASGIApp:
     A plain function that returns ``inner``'s coroutine: no frame of its own while the request
     runs. The server runs each request in a task of its own, whose context the value stays in."""
 
-    now, stamp = time.perf_counter, http_arrival.set
+    now, stamp, read = time.perf_counter, http_arrival.set, first_read.pop
 
     def app(scope: dict, receive: Callable, send: Callable) -> Awaitable[None]:
         if scope["type"] == "http":
-            stamp(now())
+            stamp(read(scope.get("client"), None) or now())
         return inner(scope, receive, send)
 
     return app
@@ -103,3 +111,32 @@ def add_prometheus_middleware(original: Any, app: Any, *args: Any, **kwargs: Any
     safely("http_metrics", _stamp_arrivals, app)
     safely("http_metrics", _announce_role)
     return result
+
+
+def _read(protocol: Any) -> None:
+    """A new request's first bytes (none of the connection's requests is still in progress)."""
+    cycle = protocol.cycle
+    if cycle is None or cycle.response_complete:
+        if len(first_read) >= _FIRST_READ_LIMIT:
+            first_read.clear()
+        first_read.setdefault(protocol.client, time.perf_counter())
+
+
+def _uvicorn_parses_with(parser: str) -> Callable[[Any], bool]:
+    """Uvicorn's ``http="auto"`` (SGLang's setting) parses with httptools where it is installed, else h11."""
+    return lambda _config: (importlib.util.find_spec("httptools") is not None) == (parser == "httptools")
+
+
+_LOSES_READ = "the http phase's start at the server's first read of a request (it starts when the app runs)"
+
+
+@hook("http_read", "uvicorn.protocols.http.h11_impl.H11Protocol.data_received", "BEFORE", loses=_LOSES_READ,
+      wanted=_uvicorn_parses_with("h11"))
+def h11_data_received(self: Any, *args: Any, **kwargs: Any) -> None:
+    safely("http_read", _read, self)
+
+
+@hook("http_read_httptools", "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol.data_received", "BEFORE",
+      loses=_LOSES_READ, wanted=_uvicorn_parses_with("httptools"))
+def httptools_data_received(self: Any, *args: Any, **kwargs: Any) -> None:
+    safely("http_read_httptools", _read, self)

@@ -1,4 +1,4 @@
-"""Start and stop a stock ``python -m sglang.launch_server`` on the test bed.
+"""Start and stop a stock ``python -m sglang.launch_server``: on the test bed, or on any model.
 
 The server runs in its own process group so that stopping it takes its scheduler and
 detokenizer processes with it, also when the caller is interrupted.
@@ -67,24 +67,22 @@ def stop_process_group(process: subprocess.Popen | None, timeout: float) -> None
         pass
 
 
-class TestBedServer:
-    """A running SGLang server on the test bed; use as a context manager."""
+class SGLangServer:
+    """A running SGLang server started with ``flags`` (host and port are added); use as a context manager."""
 
     def __init__(
         self,
-        root: str | Path,
-        extra_flags: list[str] | None = None,
+        flags: list[str],
+        log_path: str | Path,
         env: dict[str, str] | None = None,
-        log_path: str | Path | None = None,
         port: int | None = None,
-        warmup: bool = False,
     ) -> None:
         self.chosen_port = port is None
-        self.base_flags = server_flags(root, extra_flags, warmup)
+        self.base_flags = list(flags)
         self._use_port(port or free_port())
         self.env = cpu_compat.prepare_environment({**os.environ, **(env or {})})
         self.env.pop("LORA_TELEMETRY_STATE_DIR", None)  # a new server is a run of its own
-        self.log_path = Path(log_path) if log_path else Path(root) / f"server-{self.port}.log"
+        self.log_path = Path(log_path)
         self.process: subprocess.Popen[bytes] | None = None
 
     def _use_port(self, port: int) -> None:
@@ -96,7 +94,7 @@ class TestBedServer:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "sglang.launch_server", *self.flags]
 
-    def start(self, timeout: float = 180.0) -> TestBedServer:
+    def start(self, timeout: float = 180.0) -> SGLangServer:
         """Start and wait until ready; a port we chose that was taken meanwhile is chosen again."""
         for attempt in range(3):
             self._launch()
@@ -158,10 +156,28 @@ class TestBedServer:
     def stop(self, timeout: float = 15.0) -> None:
         stop_process_group(self.process, timeout)
 
-    def __enter__(self) -> TestBedServer:
+    def __enter__(self) -> SGLangServer:
         return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class TestBedServer(SGLangServer):
+    """A running SGLang server on the test bed, with its CPU defaults under ``extra_flags``."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        extra_flags: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        log_path: str | Path | None = None,
+        port: int | None = None,
+        warmup: bool = False,
+    ) -> None:
+        chosen = port or free_port()
+        super().__init__(server_flags(root, extra_flags, warmup), log_path or Path(root) / f"server-{chosen}.log",
+                         env, chosen)
+        self.chosen_port = port is None

@@ -81,3 +81,16 @@ def test_record_writes_the_schedule_as_an_access_log(result):
     offsets = [r.arrival - recorded[0].arrival for r in recorded]
     assert offsets == pytest.approx([e.send_at for e in expected], abs=2e-3)  # written to the millisecond
     assert "lora-telemetry advise" in stdout
+
+
+def test_the_ttft_breakdown_adds_up_and_the_servers_phases_explain_sglangs_part(result):
+    """The client's TTFT splits by SGLang's wall-clock stamps into three parts that add up to it, and the
+    server's phases other than http, summed over the run, are SGLang's arrival-to-first-chunk part."""
+    summary, stdout = result[0]["summary"], result[4]
+    split, phases = summary["ttft_breakdown"], summary["ttft_phase_s"]
+    assert split["requests"] == 60
+    parts = split["before_sglang_s"] + split["in_sglang_s"] + split["after_sglang_s"]
+    assert parts == pytest.approx(split["client_s"], rel=0.01)
+    assert min(split["before_sglang_s"], split["after_sglang_s"]) > 0
+    assert sum(phases.values()) - phases["http"] == pytest.approx(split["in_sglang_s"], rel=0.01)
+    assert "where the client's time to first token went" in stdout

@@ -41,3 +41,45 @@ def test_each_request_carries_its_own_arrival_also_in_streamed_responses():
     assert before < first["arrival"] < first["seen"] < second["arrival"] < second["seen"] < streamed
     assert http_server.http_arrival.get() == 0.0  # nothing leaks into the caller's context
 
+
+
+def test_the_arrival_is_uvicorns_first_read_when_the_loop_is_busy_before_the_app_runs(monkeypatch):
+    """Uvicorn (h11, as SGLang runs it here) reads a request, then the app runs in a task of its own once the
+    event loop is free: a loop kept busy for 50 ms after the read does not hide that time from the http phase.
+    Requests on one keep-alive connection each get their own first read."""
+    import threading
+
+    import httpx
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from lora_telemetry.testbed.server import free_port
+
+    original = H11Protocol.data_received
+
+    def hooked(self, data):  # as SGLang's HookRegistry runs a BEFORE hook
+        http_server.h11_data_received(self, data)
+        reads.append(time.perf_counter())
+        original(self, data)
+        time.sleep(0.05)  # the loop stays busy after the read: the app's task waits
+
+    reads: list[float] = []
+    monkeypatch.setattr(H11Protocol, "data_received", hooked)
+    app = _app()
+    http_server._stamp_arrivals(app)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http="h11", log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            answers = [client.post("/generate").json() for _ in range(2)]
+    finally:
+        server.should_exit = True
+        thread.join(5)
+    assert len(reads) == 2
+    for read, answer in zip(reads, answers, strict=True):
+        assert answer["arrival"] <= read and answer["seen"] - answer["arrival"] >= 0.05
+    assert not http_server.first_read  # each stamp was taken by its request
