@@ -14,6 +14,7 @@ import argparse
 import json
 import shlex
 import statistics
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -79,6 +80,14 @@ def figures(run: traffic.Run) -> dict:
             "ttft_p50": traffic.percentile(ttfts, 0.5), "ttft_p99": traffic.percentile(ttfts, 0.99)}
 
 
+def covered(run: traffic.Run, metrics: Metrics) -> float | None:
+    """The share of the client's TTFT sum that the server's phases explain (a fresh server: its totals
+    are the run's); None with the plugin off."""
+    split = traffic.ttft_breakdown(run.outcomes)
+    phases = metrics.total("sglang_lora_ttft_phase_seconds_sum")
+    return phases / split["client_s"] if split and phases else None
+
+
 def plan(warmups: int, pairs: int) -> list[tuple[str, str]]:
     """(label, mode) of each server in order: warm-ups first, then pairs in alternating order."""
     order = [(f"warm-up {i + 1}", MODES[i % 2]) for i in range(warmups)]
@@ -129,6 +138,10 @@ def report(rounds: list[dict], console: Console) -> None:
         summary.add_row(f"{label} on/off", f"{statistics.median(values):.3f}", f"{min(values):.3f}",
                         f"{max(values):.3f}", "-" if same is None else f"{same:.1%}")
     console.print(summary)
+    shares = [r["ttft_covered"] for r in rounds if r.get("ttft_covered")]
+    if shares:
+        console.print(f"the server's TTFT phases explained {min(shares):.1%} to {max(shares):.1%} of the client's "
+                      "TTFT in the plugin-on runs")
     console.print("goal: throughput on/off >= 0.99 and TTFT p50 within 2%; a ratio inside the last column's "
                   "noise is no measured cost")
 
@@ -155,8 +168,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[{i + 1}/{len(order)}] {label}: plugin {mode}, starting the server")
         with started(args, mode, names, out / f"server-{i + 1}-{mode}.log") as url:
             measured = traffic.run(traffic.drive(url, names, requests, watch=False))
-            attached = "sglang_lora_telemetry_info" in Metrics.fetch(url).types
-        rounds.append({"label": label, "mode": mode, "plugin_attached": attached, **figures(measured)})
+            time.sleep(1.0)  # the scheduler's last counts land within its 0.2 s publishing interval
+            metrics = Metrics.fetch(url)
+        rounds.append({"label": label, "mode": mode, "plugin_attached": "sglang_lora_telemetry_info" in metrics.types,
+                       **figures(measured), "ttft_covered": covered(measured, metrics)})
         console.print(f"    {rounds[-1]['throughput']:.1f} output tokens/s, TTFT p50 "
                       f"{rounds[-1]['ttft_p50'] * 1000:.1f} ms")
         (out / "overhead.json").write_text(json.dumps({"workload": asdict(workload), "runs": rounds,

@@ -44,6 +44,8 @@ def test_any_model_folder_is_served_plugin_off_and_on_and_the_report_says_so(bed
                                                                                   ("pair 1", "on", 12)]
     assert "plugin on / off over 1 pairs" in run.stdout
     assert [r["plugin_attached"] for r in result["runs"]] == [False, True]  # off really was off
+    off, on = result["runs"]
+    assert off["ttft_covered"] is None and 0.5 < on["ttft_covered"] <= 1.0
 
 
 def test_a_model_without_adapters_is_refused_in_one_line(tmp_path):
