@@ -78,6 +78,16 @@ def _spawned_by_run(state_dir: str | None) -> bool:
     return False
 
 
+def _tracer() -> Any:
+    """Our tracer, or None where the OTLP exporter cannot be set up (a package of it missing or broken):
+    traces are then off, and every other series and log still runs."""
+    try:
+        return make_tracer()
+    except Exception as error:  # an install problem must not take the rest of the telemetry with it
+        logger.error("lora_telemetry: traces are off, the OTLP exporter could not be set up: %r", error)
+        return None
+
+
 class Telemetry:
     """One per process. ``emit`` hands an event to every sink, never raising."""
 
@@ -87,8 +97,8 @@ class Telemetry:
         self.prometheus = PrometheusSink(self.store, cfg.max_adapter_labels)
         self.sinks: list[Sink] = [self.prometheus, LogSink(cfg.log_format, cfg.log_level, cfg.log_file, process_info),
                                   HostSpanAnnotator()]
-        if cfg.traces:
-            self.sinks.append(TraceSink(make_tracer()))
+        if cfg.traces and (tracer := _tracer()) is not None:
+            self.sinks.append(TraceSink(tracer))
         if cfg.access_log is not None:
             access_log = make_access_log(cfg.access_log, cfg.access_log_max_bytes, lambda: _ranks.get("dp_rank"))
             if access_log is not None:

@@ -62,3 +62,19 @@ def test_a_multiprocessing_child_of_the_creator_is_a_child():
         child.start()
         assert queue.get(timeout=60) is expected
         child.join()
+
+
+def test_an_exporter_that_cannot_be_set_up_turns_traces_off_and_nothing_else(monkeypatch, caplog):
+    """Seen on a GPU host whose OTLP exporter lacked a package it imports: the rest of the telemetry runs."""
+    from lora_telemetry import config
+    from lora_telemetry.sinks.traces import TraceSink
+
+    def broken() -> None:
+        raise ModuleNotFoundError("No module named 'opentelemetry.exporter.otlp.common'")
+
+    monkeypatch.setattr(runtime, "make_tracer", broken)
+    monkeypatch.setenv("LORA_TELEMETRY_TRACES", "on")
+    telemetry = runtime.Telemetry(config.read())
+    assert not any(isinstance(sink, TraceSink) for sink in telemetry.sinks)
+    assert telemetry.prometheus in telemetry.sinks
+    assert "traces are off" in caplog.text and "otlp.common" in caplog.text
