@@ -31,14 +31,15 @@ def _testbed_make(args: argparse.Namespace) -> int:
     with console.status("making the test bed") as status:
         progress = lambda msg: status.update(f"making {msg}")  # noqa: E731
         if args.shape is None:
-            bed = make(Path(args.dir), adapters=args.adapters or 8, seed=args.seed, progress=progress)
+            count = 8 if args.adapters is None else args.adapters
+            bed = make(Path(args.dir), adapters=count, seed=args.seed, progress=progress)
         else:
             from lora_telemetry.testbed.shapes import make_shaped, shape_named
 
             shape = shape_named(args.shape, layers=args.layers, hidden=args.hidden,
                                 intermediate=args.intermediate, heads=args.heads, kv_heads=args.kv_heads)
-            bed = make_shaped(Path(args.dir), shape, adapters=args.adapters or 16, rank=args.rank,
-                              seed=args.seed, progress=progress)
+            count = 16 if args.adapters is None else args.adapters
+            bed = make_shaped(Path(args.dir), shape, adapters=count, rank=args.rank, seed=args.seed, progress=progress)
     console.print(f"test bed ready: model {bed.model}, {len(bed.adapters())} adapters in {bed.adapter_dir}")
     return 0
 

@@ -122,21 +122,12 @@ def _read(protocol: Any) -> None:
         first_read.setdefault(protocol.client, time.perf_counter())
 
 
-def _uvicorn_parses_with(parser: str) -> Callable[[Any], bool]:
-    """Uvicorn's ``http="auto"`` (SGLang's setting) parses with httptools where it is installed, else h11."""
-    return lambda _config: (importlib.util.find_spec("httptools") is not None) == (parser == "httptools")
+# Uvicorn's ``http="auto"`` (SGLang's setting) parses with httptools where it is installed, else with h11.
+_PROTOCOL = ("uvicorn.protocols.http.httptools_impl.HttpToolsProtocol" if importlib.util.find_spec("httptools")
+             else "uvicorn.protocols.http.h11_impl.H11Protocol")
 
 
-_LOSES_READ = "the http phase's start at the server's first read of a request (it starts when the app runs)"
-
-
-@hook("http_read", "uvicorn.protocols.http.h11_impl.H11Protocol.data_received", "BEFORE", loses=_LOSES_READ,
-      wanted=_uvicorn_parses_with("h11"))
-def h11_data_received(self: Any, *args: Any, **kwargs: Any) -> None:
+@hook("http_read", f"{_PROTOCOL}.data_received", "BEFORE",
+      loses="the http phase's start at the server's first read of a request (it starts when the app runs)")
+def data_received(self: Any, *args: Any, **kwargs: Any) -> None:
     safely("http_read", _read, self)
-
-
-@hook("http_read_httptools", "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol.data_received", "BEFORE",
-      loses=_LOSES_READ, wanted=_uvicorn_parses_with("httptools"))
-def httptools_data_received(self: Any, *args: Any, **kwargs: Any) -> None:
-    safely("http_read_httptools", _read, self)

@@ -58,7 +58,7 @@ def test_the_arrival_is_uvicorns_first_read_when_the_loop_is_busy_before_the_app
     original = H11Protocol.data_received
 
     def hooked(self, data):  # as SGLang's HookRegistry runs a BEFORE hook
-        http_server.h11_data_received(self, data)
+        http_server.data_received(self, data)
         reads.append(time.perf_counter())
         original(self, data)
         time.sleep(0.05)  # the loop stays busy after the read: the app's task waits
