@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from lora_telemetry.version import __version__
+
+__all__ = ["LoRAEngine", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

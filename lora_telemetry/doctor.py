@@ -9,7 +9,8 @@ import warnings
 from importlib.metadata import entry_points
 from typing import Any
 
-from lora_telemetry import __version__, compat, config
+from lora_telemetry import compat, config
+from lora_telemetry.version import __version__
 
 
 def report() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from lora_telemetry import plan as plan_module
 from lora_telemetry.adapters import AdapterDirectory, AdapterNameError, SingleFlight, check_name
+from lora_telemetry.load_context import held, load_trigger
 from lora_telemetry.plan import Plan
 from lora_telemetry.preload import preload
 from lora_telemetry.priorities import check_priorities
@@ -85,15 +86,11 @@ class LoRAEngine:
         with _priorities_for_children(self.priorities):
             self.engine = sglang.Engine(*args, **kwargs)
         if self.plan is not None:
-            from lora_telemetry.hooks.preload import held
-
             self.preloaded = preload(self.plan, self._folder, held(self._loaded_names()), self._load_for_plan,
                                      self._unload_for_plan)
 
     def _load_for_plan(self, name: str, folder: str, pinned: bool) -> str | None:
         async def load() -> Any:
-            from lora_telemetry.hooks.tokenizer import load_trigger
-
             token = load_trigger.set("preload")
             try:
                 return await self.engine.async_load_lora_adapter(name, folder, pinned)
@@ -195,8 +192,6 @@ class LoRAEngine:
         async def load() -> None:
             if self._is_loaded(name):
                 return
-            from lora_telemetry.hooks.tokenizer import load_trigger
-
             token = load_trigger.set("on_demand")
             try:
                 result = await self.engine.async_load_lora_adapter(name, self._folder(name))

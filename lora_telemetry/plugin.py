@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 
-from lora_telemetry import __version__
 from lora_telemetry import config as config_module
+from lora_telemetry.version import __version__
 
 logger = logging.getLogger("lora_telemetry")
 PROCESS_REPORT_ENV = "LORA_TELEMETRY_PROCESS_REPORT"

@@ -16,7 +16,8 @@ from typing import Any
 from lora_telemetry import config
 from lora_telemetry.adapters import AdapterDirectory, SingleFlight
 from lora_telemetry.hooks.base import hook, safely
-from lora_telemetry.hooks.tokenizer import TOKENIZER, load_trigger
+from lora_telemetry.hooks.tokenizer import TOKENIZER
+from lora_telemetry.load_context import load_trigger
 
 logger = logging.getLogger("lora_telemetry")
 WARMUP = "sglang.srt.entrypoints.http_server._wait_and_warmup"

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from lora_telemetry import config
 from lora_telemetry.hooks.base import hook, safely
 from lora_telemetry.hooks.on_demand import WARMUP, loads_at_runtime, on_demand_directory
 from lora_telemetry.hooks.tokenizer import preloading
+from lora_telemetry.load_context import held
 from lora_telemetry.plan import PlanError
 from lora_telemetry.preload import Loaded, preload
 
@@ -40,12 +40,6 @@ def _wait_until_up(requests: Any, url: str, headers: dict[str, str]) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the server did not answer {url}/model_info within {SERVER_UP_TIMEOUT_S:g} s")
         time.sleep(0.2)
-
-
-def held(refs: Mapping[str, Any]) -> dict[str, Loaded]:
-    """SGLang's loaded adapters (its ``LoRARef`` objects by name), as the preload sees them."""
-    return {name: Loaded(str(getattr(ref, "lora_path", "") or ""), bool(getattr(ref, "pinned", False)))
-            for name, ref in refs.items()}
 
 
 def _loaded() -> dict[str, Loaded]:

@@ -17,12 +17,12 @@ from lora_telemetry import events as ev
 from lora_telemetry import runtime
 from lora_telemetry.hooks.base import hook, safely
 from lora_telemetry.hooks.http_server import http_arrival
+from lora_telemetry.load_context import load_trigger
 
 TOKENIZER = "sglang.srt.managers.tokenizer_manager.TokenizerManager"
 CONTROL = "sglang.srt.managers.tokenizer_control_mixin.TokenizerControlMixin"
 HEALTH_CHECK_PREFIX = "HEALTH_CHECK"
 
-load_trigger: contextvars.ContextVar[str] = contextvars.ContextVar("lora_load_trigger", default="api")
 # Names being loaded by a plan over this server's own HTTP API (:mod:`.preload`): no context to carry a trigger.
 preloading: set[str] = set()
 unload_reason: contextvars.ContextVar[str] = contextvars.ContextVar("lora_unload_reason", default="api")

@@ -22,8 +22,8 @@ import os
 import time
 from typing import Any
 
-from lora_telemetry import __version__
 from lora_telemetry import events as ev
+from lora_telemetry.version import __version__
 
 logger = logging.getLogger("lora_telemetry")
 
