@@ -8,20 +8,23 @@ from types import SimpleNamespace as NS
 import pytest
 
 from lora_telemetry.capacity.simulator import PoolSimulator
-from lora_telemetry.hooks.eviction import waiting_priorities
+from lora_telemetry.hooks.eviction import running_adapters, waiting_priorities
 from lora_telemetry.priorities import LIMIT, PriorityError, PriorityEvictionPolicy, check_priorities, pick_victim
 
 REFS = {f"u{i}": NS(lora_name=name) for i, name in enumerate(["qa", "sql", "chat", "code"])}
 
 
 def _policy(priorities: dict, used: list[str], waiting: list | None = None,
-            low_first: bool = False) -> PriorityEvictionPolicy:
-    """The policy wired as the hook wires it: names from SGLang's refs, lifts from its waiting queue."""
+            low_first: bool = False, running: list | None = None) -> PriorityEvictionPolicy:
+    """The policy wired as the hook wires it: names from SGLang's refs, lifts from its waiting queue,
+    protection from its running batch."""
     waiting = [] if waiting is None else waiting
     policy = PriorityEvictionPolicy(priorities)
-    scheduler = NS(waiting_queue=waiting, schedule_low_priority_values_first=low_first)
+    scheduler = NS(waiting_queue=waiting, schedule_low_priority_values_first=low_first,
+                   running_batch=NS(reqs=running or []))
     policy.name_of = lambda uid: getattr(REFS.get(uid), "lora_name", None)
     policy.lifted = lambda: waiting_priorities(scheduler)
+    policy.running = lambda: running_adapters(scheduler)
     for uid in used:
         policy.mark_used(uid)
     return policy
@@ -89,3 +92,24 @@ def test_the_simulator_evicts_by_priority_like_the_policy():
             pool.batch((name,), (1,))
     assert lru.evictions["qa"] == 1 and lru.misses["qa"] == 2
     assert ranked.evictions["qa"] == 0 and ranked.hits["qa"] == 1
+
+
+def _decoding(lora_id: str | None, finished: bool = False) -> NS:
+    return NS(lora_id=lora_id, finished_reason="length" if finished else None)
+
+
+def test_an_adapter_still_decoding_goes_only_when_no_other_candidate_is_left():
+    """qa (priority 0) decodes in the running batch while a prefill batch needs a slot: sql (priority 5)
+    goes instead; when every candidate decodes, priority decides again; the base model is a candidate."""
+    running = [_decoding("u0"), _decoding("u2", finished=True)]
+    assert _policy({"sql": 5}, ["u0", "u1"], running=running).select_victim({"u0", "u1"}) == "u1"
+    assert _policy({"sql": 5}, ["u0", "u1"], running=running).select_victim({"u0", "u2"}) == "u2"  # finished
+    assert _policy({"sql": 5}, ["u0", "u1"], running=[_decoding("u0"), _decoding("u1")]).select_victim(
+        {"u0", "u1"}) == "u0"
+    assert _policy({}, ["u0"], running=running).select_victim({None, "u0"}) is None
+
+
+def test_without_a_running_batch_nothing_is_protected():
+    policy = _policy({"sql": 5}, ["u0", "u1"])
+    policy.running = lambda: running_adapters(NS(running_batch=None))
+    assert policy.select_victim({"u0", "u1"}) == "u0"

@@ -4,8 +4,9 @@ Installed only then (``LORA_TELEMETRY_PRIORITIES``, a plan's priorities, ``LoRAE
 otherwise SGLang's pool keeps its own policy and none of this runs. SGLang builds its pool's
 policy with ``get_eviction_policy``; ours answers instead, on every rank alike. Once the
 scheduler is built, the policy gets the adapter names (the manager's refs) and the waiting
-queue whose requests lift their adapters. In an SGLang without ``get_eviction_policy`` the
-option is refused at start with one message (:func:`lora_telemetry.hooks.install`).
+queue whose requests lift their adapters, and the running batch whose adapters it keeps while
+another candidate is left. In an SGLang without ``get_eviction_policy`` the option is refused at
+start with one message (:func:`lora_telemetry.hooks.install`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def waiting_priorities(scheduler: Any) -> dict[str, int]:
     return lifted
 
 
+def running_adapters(scheduler: Any) -> set:
+    """Ids of adapters with unfinished requests in the running (decoding) batch."""
+    batch = scheduler.running_batch
+    return {req.lora_id for req in (batch.reqs if batch is not None else ()) if req.finished_reason is None}
+
+
 def _attach(scheduler: Any) -> None:
     manager = getattr(scheduler.tp_worker.model_runner, "lora_manager", None)
     policy = getattr(getattr(manager, "memory_pool", None), "eviction_policy", None)
@@ -66,6 +73,7 @@ def _attach(scheduler: Any) -> None:
         refs = manager.lora_refs
         policy.name_of = lambda uid: getattr(refs.get(uid), "lora_name", None)
         policy.lifted = lambda: waiting_priorities(scheduler)
+        policy.running = lambda: running_adapters(scheduler)
 
 
 @hook("eviction_priority", f"{SCHEDULER}.__init__", "AFTER", loses=FEATURE, wanted=_wanted)

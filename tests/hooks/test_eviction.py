@@ -15,7 +15,7 @@ import pytest
 from lora_telemetry.capacity.recording import Load, Pool, read
 from lora_telemetry.capacity.simulator import PoolSimulator
 from lora_telemetry.scrape import Metrics
-from tests.conftest import generate, metrics_when, post, running_server, unexpected_errors
+from tests.conftest import generate, lora_paths, metrics_when, post, running_server, unexpected_errors
 
 pytestmark = pytest.mark.server
 SLOTS = 4
@@ -121,4 +121,34 @@ def test_a_request_waiting_with_a_priority_keeps_its_adapter_in_the_pool(server)
     # Waiting at priority 9, code outranks qa while it waits: qa goes, and code hits.
     evicted, code = _admitted_while_others_wait(server, 9)
     assert (evicted, code) == ({"qa": 1}, {"hit": 1})
+    assert not unexpected_errors(server.log_path.read_text())
+
+
+@pytest.fixture(scope="module")
+def decoding_server(bed, tmp_path_factory):
+    """Three slots (the base model's among them), legal at the default priority 0, qa and code at 5."""
+    tmp = tmp_path_factory.mktemp("decoding")
+    (tmp / "priorities.json").write_text(json.dumps({"qa": 5, "code": 5}))
+    flags = ["--max-loras-per-batch", "3", *lora_paths(bed, ["legal", "qa", "code"])]
+    env = {"LORA_TELEMETRY_PRIORITIES": str(tmp / "priorities.json")}
+    with running_server(bed, flags, env=env, tmp=tmp) as server:
+        yield server
+
+
+def test_an_adapter_still_decoding_keeps_its_slot_against_a_higher_priority(decoding_server):
+    """The reload pattern seen on an H100: legal decodes a long answer while code's prefill needs a slot.
+    By priority alone legal (0) would go before qa (5), and the next decode step would copy legal back
+    (two slot loads, legal and qa evicted). Idle qa goes instead: legal is copied in once."""
+    server = decoding_server
+    long_legal = threading.Thread(target=generate, args=(server, "legal"), kwargs={"tokens": 450})  # about 1.6 s
+    long_legal.start()
+    _until(server, "legal running", lambda m: m.total("sglang_lora_requests_running", lora_name="legal") == 1)
+    generate(server, "qa")  # fills the last slot, then idles
+    generate(server, "code")  # its prefill needs a victim among the base model, legal (decoding) and qa
+    assert long_legal.is_alive(), "legal finished before code's prefill: the scenario did not happen"
+    long_legal.join(timeout=120)
+    m = metrics_when(server, lambda m: m.total("sglang_lora_requests_total", outcome="finished") == 3)
+    loads = {k: v for k, v in m.by("sglang_lora_pool_slot_loads_total", "lora_name").items() if v}
+    evictions = {k: v for k, v in m.by("sglang_lora_pool_evictions_total", "lora_name").items() if v}
+    assert (loads, evictions) == ({"__base__": 1, "legal": 1, "qa": 1, "code": 1}, {"qa": 1})
     assert not unexpected_errors(server.log_path.read_text())
