@@ -133,6 +133,7 @@ class SlotLoaded:
     since_eviction_s: float | None = None  # the adapter was evicted this long ago (a reuse)
     thrash: bool = False  # ... within the thrash window
     bytes: int = 0  # of the adapter's weights the copy reads (0 for the base model's slot, which is zeroed)
+    cause: str = "admission"  # admission: for requests being admitted; reload: for a decode step of running ones
 
 
 @dataclass(slots=True)

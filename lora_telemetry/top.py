@@ -25,6 +25,7 @@ class Row:
     ttft_p95: float | None
     slowest_phase: tuple[str, float] | None  # the phase taking the largest share of TTFT, and that share
     thrash: int  # thrash reloads in the interval
+    reloads: int  # slot loads in the interval for requests already running (evicted while they decoded)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ def rows(window: Window, limit: int = 15) -> list[Row]:
     phase_sums = {p: w.delta("sglang_lora_ttft_phase_seconds_sum", "lora_name", phase=p) for p in PHASES}
     phase_counts = {p: w.delta("sglang_lora_ttft_phase_seconds_count", "lora_name", phase=p) for p in PHASES}
     thrash = w.delta("sglang_lora_pool_thrash_reloads_total", "lora_name")
+    reloads = w.delta("sglang_lora_pool_slot_loads_total", "lora_name", cause="reload")
     out = []
     for name in served:
         hits = {tier: (lookups[tier, "hit"].get(name, 0.0), lookups[tier, "miss"].get(name, 0.0))
@@ -83,7 +85,8 @@ def rows(window: Window, limit: int = 15) -> list[Row]:
         out.append(Row(name, rate.get(name, 0.0) / w.seconds, int(served[name]),
                        _ratio(hits["gpu"][0], sum(hits["gpu"])), _ratio(hits["host"][0], sum(hits["host"])),
                        histogram_quantile(0.95, ttft.get(name, [])),
-                       (slowest[0], slowest[1] / total) if slowest else None, int(thrash.get(name, 0.0))))
+                       (slowest[0], slowest[1] / total) if slowest else None, int(thrash.get(name, 0.0)),
+                       int(reloads.get(name, 0.0))))
     out.sort(key=lambda row: (-row.requests_per_s, -row.requests, row.adapter))
     return out[:limit]
 
@@ -122,12 +125,12 @@ def table(url: str, window: Window, limit: int, note: str = "") -> Any:
     grid = Table(box=None, header_style="bold", pad_edge=False)
     for column, justify in (("adapter", "left"), ("req/s", "right"), ("requests", "right"), ("gpu hit", "right"),
                             ("host hit", "right"), ("TTFT p95", "right"), ("largest phase", "left"),
-                            ("thrash", "right")):
+                            ("thrash", "right"), ("reloads", "right")):
         grid.add_column(column, justify=justify)
     for row in rows(window, limit):
         phase = "-" if row.slowest_phase is None else f"{row.slowest_phase[0]} {row.slowest_phase[1]:.0%}"
         grid.add_row(row.adapter, f"{row.requests_per_s:.2f}", f"{row.requests:,}", _percent(row.gpu_hit),
-                     _percent(row.host_hit), _seconds(row.ttft_p95), phase, str(row.thrash))
+                     _percent(row.host_hit), _seconds(row.ttft_p95), phase, str(row.thrash), str(row.reloads))
     return Group(header, grid)
 
 

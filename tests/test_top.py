@@ -21,7 +21,7 @@ sglang_lora_requests_total{lora_name="qa",outcome="finished"} 10
 sglang_lora_requests_total{lora_name="sql",outcome="finished"} 4
 sglang_lora_cache_lookups_total{lora_name="qa",tier="gpu",result="hit"} 8
 sglang_lora_cache_lookups_total{lora_name="qa",tier="gpu",result="miss"} 2
-sglang_lora_pool_slot_loads_total{lora_name="qa"} 2
+sglang_lora_pool_slot_loads_total{lora_name="qa",cause="admission"} 2
 sglang_lora_pool_slots{state="used"} 3
 sglang_lora_pool_slots{state="free"} 1
 """
@@ -32,7 +32,8 @@ sglang_lora_requests_total{lora_name="__unknown__",outcome="rejected"} 1
 sglang_lora_cache_lookups_total{lora_name="qa",tier="gpu",result="hit"} 23
 sglang_lora_cache_lookups_total{lora_name="qa",tier="gpu",result="miss"} 7
 sglang_lora_cache_lookups_total{lora_name="qa",tier="host",result="hit"} 20
-sglang_lora_pool_slot_loads_total{lora_name="qa"} 7
+sglang_lora_pool_slot_loads_total{lora_name="qa",cause="admission"} 4
+sglang_lora_pool_slot_loads_total{lora_name="qa",cause="reload"} 3
 sglang_lora_pool_thrash_reloads_total{lora_name="qa"} 4
 sglang_lora_pool_evictions_total{lora_name="sql"} 10
 sglang_lora_pool_slots{state="used"} 4
@@ -52,7 +53,7 @@ def test_figures_are_over_the_interval_and_the_hottest_come_first():
     qa, unknown, sql = rows(window)  # a new series counts from 0: __unknown__ made 1 request in 10 s
     assert (qa.adapter, qa.requests_per_s, qa.requests, qa.gpu_hit, qa.host_hit) == ("qa", 2.0, 30, 0.75, 1.0)
     assert qa.ttft_p95 == pytest.approx(0.1 + 0.4 * (19 - 10) / 10)  # interpolated in the 0.1-0.5 bucket
-    assert qa.slowest_phase == ("queue", pytest.approx(0.75)) and qa.thrash == 4
+    assert qa.slowest_phase == ("queue", pytest.approx(0.75)) and (qa.thrash, qa.reloads) == (4, 3)
     assert (sql.requests_per_s, sql.gpu_hit, sql.ttft_p95, sql.slowest_phase) == (0.0, None, None, None)
     assert (unknown.adapter, unknown.requests, unknown.requests_per_s) == ("__unknown__", 1, 0.1)
     assert [r.adapter for r in rows(window, limit=1)] == ["qa"]

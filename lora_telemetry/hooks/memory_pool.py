@@ -34,6 +34,10 @@ _copy_started: dict[Any, float] = {}  # uid -> perf_counter when its overlapped 
 # ran, and that batch may have taken the slot); dropped when the adapter is unloaded.
 last_slot_load_s: dict[Any, float] = {}
 _launching = [False]  # inside SGLang's overlap loader, which launches copies on its side stream
+# Why the batch being run copies adapters in, set by the scheduler's hook before it runs: "reload" for a
+# decode step (its requests had all started, so a copy brings back an adapter evicted under them), else
+# "admission". Overlap loading copies at admission only.
+batch_cause = ["admission"]
 _PINNED_COUNTED = "_lora_telemetry_pinned_counted"
 # Adapters SGLang makes for itself, not served to anyone: UNO speculative decoding's draft.
 INTERNAL_ADAPTERS = frozenset({"__uno_draft__"})
@@ -71,6 +75,7 @@ def _diff(pool: Any, before: dict, cur_uids: Any, refs: dict, adapters: dict, re
     after = pool.uid_to_buffer_id
     size = slot_bytes(pool)
     overlap = overlap_loading(pool)
+    cause = "admission" if overlap else batch_cause[0]
     now = time.monotonic()
     by_slot = {slot: uid for uid, slot in after.items()}
     for victim in before.keys() - after.keys():
@@ -90,7 +95,7 @@ def _diff(pool: Any, before: dict, cur_uids: Any, refs: dict, adapters: dict, re
                 reuse = _ledger().loaded(name, now)
                 copied = weight_bytes(adapters[uid]) if uid in adapters else 0
                 runtime.emit(ev.SlotLoaded(name, after[uid], seconds, reuse and reuse.seconds,
-                                           bool(reuse and reuse.thrash), copied))
+                                           bool(reuse and reuse.thrash), copied, cause))
             runtime.emit(ev.Residency(name, "gpu", True, size, _is_pinned(uid, refs), not reports))
             if overlap:
                 _count_pinned_copy(name, adapters.get(uid), _is_pinned(uid, refs))

@@ -33,7 +33,7 @@ from typing import Any
 from lora_telemetry import events as ev
 from lora_telemetry import runtime
 from lora_telemetry.hooks.base import hook, safely
-from lora_telemetry.hooks.memory_pool import last_slot_load_s, lora_name, pool_settings
+from lora_telemetry.hooks.memory_pool import batch_cause, last_slot_load_s, lora_name, pool_settings
 from lora_telemetry.hooks.ranks import reporting_rank
 from lora_telemetry.hooks.tokenizer import HEALTH_CHECK_PREFIX
 
@@ -145,6 +145,7 @@ def _on_batch(self: Any, batch: Any) -> None:
     if not self.enable_lora or not batch.reqs:
         return  # idle batches (DP attention) and batches without requests ran no adapter
     mode = batch.forward_mode
+    batch_cause[0] = "reload" if mode.is_decode() else "admission"
     if mode.is_prebuilt():  # PD decode: requests arrive prefilled; their adapter runs from the next step
         _first_scheduled(self, batch.reqs)
         return

@@ -76,8 +76,8 @@ ROWS = [
     ("Cache and pool", [
         ("GPU tier hit rate (pool slot held)", "percentunit", [(_ratio("gpu"), "{{lora_name}}")], "timeseries"),
         ("Host tier hit rate (adapter loaded)", "percentunit", [(_ratio("host"), "{{lora_name}}")], "timeseries"),
-        ("Slot loads and evictions per second", "ops", [
-            (_rate("sglang_lora_pool_slot_loads_total", "lora_name"), "{{lora_name}} loads"),
+        ("Slot loads (by cause: admission, or reload for running requests) and evictions per second", "ops", [
+            (_rate("sglang_lora_pool_slot_loads_total", "lora_name, cause"), "{{lora_name}} loads ({{cause}})"),
             (_rate("sglang_lora_pool_evictions_total", "lora_name"), "{{lora_name}} evictions")], "timeseries"),
         ("Slot reuse after eviction p50 / p95", "s", [
             (_quantile(0.5, "sglang_lora_pool_reuse_seconds", "lora_name"), "{{lora_name}} p50"),

@@ -123,7 +123,7 @@ class PrometheusSink:
 
     def _slot_loaded(self, e: ev.SlotLoaded) -> None:
         name = self.label(e.lora_name)
-        self.store.inc("sglang_lora_pool_slot_loads_total", (name,))
+        self.store.inc("sglang_lora_pool_slot_loads_total", (name, e.cause))
         self.store.inc("sglang_lora_pool_slot_load_bytes_total", (name,), e.bytes)
         if e.seconds is not None:
             self.store.observe("sglang_lora_pool_slot_load_seconds", (), e.seconds)

@@ -61,7 +61,9 @@ FAMILIES: tuple[Family, ...] = (
     _counter("sglang_lora_cache_lookups_total", ("lora_name", "tier", "result"),
              "Adapter lookups. tier=host: at arrival, hit if the adapter was loaded. "
              "tier=gpu: when a request is first scheduled, hit if its adapter held a pool slot."),
-    _counter("sglang_lora_pool_slot_loads_total", ("lora_name",), "Copies of an adapter into a pool slot."),
+    _counter("sglang_lora_pool_slot_loads_total", ("lora_name", "cause"),
+             "Copies of an adapter into a pool slot; cause = admission (for requests being admitted), reload "
+             "(for a decode step of running requests whose adapter was evicted under them)."),
     _counter("sglang_lora_pool_slot_load_bytes_total", ("lora_name",),
              "Bytes of adapter weights copied into pool slots (rate() over the slot load time: copy bandwidth)."),
     _counter("sglang_lora_pool_evictions_total", ("lora_name",),
