@@ -27,7 +27,7 @@ from lora_telemetry.testbed.server import SGLangServer
 from lora_telemetry.testbed.shapes import Shape
 from tests.adapter_sizes import host_bytes, pool_capacity
 from tests.gpu.conftest import cuda
-from tests.sinks.otlp_receiver import Receiver
+from tests.sinks.otlp_receiver import Receiver, phases_by_rid
 
 SLOTS, RANK = 4, 16  # the adapters' seven projections, not "all" (which adds embedding and lm_head slots)
 # name: (adapters served, extra SGLang flags). Overlap loading keeps at most twice the slots loaded.
@@ -195,18 +195,8 @@ def test_a_slot_load_copies_at_a_rate_the_bus_allows(run):
     assert 1e7 < bandwidth < 64e9  # below PCIe 5.0 x16; a copy that took no time would be a bug
 
 
-def _phases_by_rid(spans: list[dict]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for span in spans:
-        if span["name"] in ("lora.request", "lora.request.schedule"):
-            attributes = span["attributes"]
-            out.setdefault(attributes["sglang.rid"], {}).update(
-                {k.removeprefix("lora.phase."): v for k, v in attributes.items() if k.startswith("lora.phase.")})
-    return out
-
-
 def test_each_requests_phases_add_up_to_sglangs_arrival_to_first_chunk(run):
-    phases = _phases_by_rid(run["spans"])
+    phases = phases_by_rid(run["spans"])
     outcomes = run["run"].outcomes
     for o in outcomes:
         assert set(PHASES) <= set(phases[o.rid]), (o.rid, phases[o.rid])
@@ -218,7 +208,7 @@ def test_each_requests_phases_add_up_to_sglangs_arrival_to_first_chunk(run):
 def test_the_phases_explain_the_clients_time_to_first_token(run):
     """Over the run, the server's phases are within 5% of the TTFT its client measured."""
     split = traffic.ttft_breakdown(run["run"].outcomes)
-    phases = _phases_by_rid(run["spans"])
+    phases = phases_by_rid(run["spans"])
     covered = sum(sum(phases[o.rid][p] for p in PHASES) for o in run["run"].outcomes)
     per_request = [sum(phases[o.rid][p] for p in PHASES) / o.ttft for o in run["run"].outcomes]
     print(f"{run['layout']}: phases {covered:.3f} s of the client's {split['client_s']:.3f} s "

@@ -40,6 +40,9 @@ class Mode:
     def is_prebuilt(self) -> bool:
         return self.name == "prebuilt"
 
+    def is_decode(self) -> bool:
+        return self.name == "decode"
+
 
 def _pool(slots: dict, overlap: bool = False) -> NS:
     buffer = NS(numel=lambda: 16, element_size=lambda: 4)

@@ -50,3 +50,16 @@ class Receiver:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+def phases_by_rid(spans: list[dict]) -> dict[str, dict[str, float]]:
+    """rid -> the TTFT phases our request spans carried (``lora.phase.*``), and its gpu-tier result."""
+    out: dict[str, dict[str, float]] = {}
+    for span in spans:
+        if span["name"] in ("lora.request", "lora.request.schedule"):
+            attributes = span["attributes"]
+            out.setdefault(attributes["sglang.rid"], {}).update(
+                {k.removeprefix("lora.phase."): v for k, v in attributes.items() if k.startswith("lora.phase.")})
+            if "lora.cache.gpu" in attributes:
+                out[attributes["sglang.rid"]]["gpu"] = attributes["lora.cache.gpu"]
+    return out

@@ -16,7 +16,7 @@ from lora_telemetry.events import PHASES
 from lora_telemetry.scrape import Metrics
 from lora_telemetry.testbed.server import free_port
 from tests.conftest import generate, lora_paths, metrics_when, post, running_server
-from tests.sinks.otlp_receiver import Receiver
+from tests.sinks.otlp_receiver import Receiver, phases_by_rid
 
 pytestmark = pytest.mark.server
 KEYS = {"event", "timestamp", "level", "lora_name", "process", "pid", "dp_rank", "tp_rank"}
@@ -258,25 +258,13 @@ def test_an_unreachable_collector_does_not_slow_requests(runs, collector):
     assert traced - off < 0.25, (off, traced)
 
 
-def _phases_by_rid(spans: list[dict]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for span in spans:
-        if span["name"] in ("lora.request", "lora.request.schedule"):
-            attributes = span["attributes"]
-            out.setdefault(attributes["sglang.rid"], {}).update(
-                {k.removeprefix("lora.phase."): v for k, v in attributes.items() if k.startswith("lora.phase.")})
-            if "lora.cache.gpu" in attributes:
-                out[attributes["sglang.rid"]]["gpu"] = attributes["lora.cache.gpu"]
-    return out
-
-
 def test_the_phases_of_each_request_add_up_to_its_time_to_first_token(runs):
     """All but http are exactly SGLang's view (arrival to the first chunk handed on); http adds the
     HTTP server reading and parsing the request before SGLang sees it. The client's TTFT also holds
     the time before the server's event loop reads the request at all: on two cores, with the
     scheduler computing on the CPU, 1 ms with one client and 7 to 10 ms with these four."""
     ttft, spans, _ = runs["phases"]
-    phases = _phases_by_rid(spans)
+    phases = phases_by_rid(spans)
     assert set(ttft) <= set(phases)
     covered = []
     for rid, (client, server) in ttft.items():
@@ -297,5 +285,5 @@ def test_the_phase_histograms_count_each_finished_request_once_per_phase(runs):
     finished = metrics.total("sglang_lora_requests_total", outcome="finished")
     for phase in PHASES:
         assert metrics.total("sglang_lora_ttft_phase_seconds_count", phase=phase) == finished
-    waited = sum(1 for p in _phases_by_rid(spans).values() if p.get("admission", 0) > 0)
+    waited = sum(1 for p in phases_by_rid(spans).values() if p.get("admission", 0) > 0)
     assert waited == metrics.total("sglang_lora_admission_deferrals_total") > 0
