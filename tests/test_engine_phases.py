@@ -11,8 +11,7 @@ import sys
 import pytest
 
 from lora_telemetry.events import PHASES
-from tests.sinks.otlp_receiver import Receiver
-from tests.sinks.test_logs_and_traces_server import _phases_by_rid
+from tests.sinks.otlp_receiver import Receiver, phases_by_rid
 
 pytestmark = pytest.mark.server
 
@@ -27,7 +26,7 @@ def run(bed, tmp_path_factory) -> tuple[dict, dict]:
         assert child.returncode == 0 and out.exists(), child.stdout[-3000:] + child.stderr[-5000:]
     finally:
         receiver.close()
-    return json.loads(out.read_text()), _phases_by_rid(receiver.spans)
+    return json.loads(out.read_text()), phases_by_rid(receiver.spans)
 
 
 def test_the_phases_add_up_to_the_callers_ttft_within_5_percent_at_the_median(run):
