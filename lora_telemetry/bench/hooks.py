@@ -36,13 +36,13 @@ def _decode_batch(adapters: int, requests: int) -> tuple[SimpleNamespace, Simple
     sched = SimpleNamespace(enable_lora=True, tp_worker=worker, waiting_queue=[], max_loras_per_batch=adapters + 1,
                             enable_lora_overlap_loading=False, lora_drainer=None, disaggregation_mode=None,
                             running_batch=SimpleNamespace(reqs=reqs))
-    mode = SimpleNamespace(is_extend=lambda: False, is_prebuilt=lambda: False)
+    mode = SimpleNamespace(is_extend=lambda: False, is_prebuilt=lambda: False, is_decode=lambda: True)
     return sched, SimpleNamespace(reqs=reqs, forward_mode=mode)
 
 
 def _prefilled_batches(sched: SimpleNamespace, count: int, requests: int) -> list[SimpleNamespace]:
     """Prefill batches of requests not seen yet, each with SGLang's timestamps set."""
-    extend = SimpleNamespace(is_extend=lambda: True, is_prebuilt=lambda: False)
+    extend = SimpleNamespace(is_extend=lambda: True, is_prebuilt=lambda: False, is_decode=lambda: False)
     stats = SimpleNamespace(wait_queue_entry_time=1.0, forward_entry_time=1.5, prefill_finished_time=1.75)
     uids = list(sched.tp_worker.model_runner.lora_manager.lora_refs)
     return [SimpleNamespace(forward_mode=extend, reqs=[
