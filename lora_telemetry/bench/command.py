@@ -37,9 +37,11 @@ def server_adapters(url: str) -> list[str]:
 
 @contextlib.contextmanager
 def embedded_server(adapters: int, slots: int, env: dict[str, str] | None = None,
-                    console: Console | None = None, plan: Path | None = None) -> Iterator[tuple[str, list[str]]]:
+                    console: Console | None = None, plan: Path | None = None, extra_flags: list[str] | None = None,
+                    log_path: Path | None = None) -> Iterator[tuple[str, list[str]]]:
     """A test-bed server with ``adapters`` adapters loaded and ``slots`` pool slots; with a ``plan``,
-    the server loads the plan's adapters from the test bed's adapter directory instead."""
+    the server loads the plan's adapters from the test bed's adapter directory instead. ``extra_flags``
+    go to SGLang after ours."""
     from lora_telemetry import testbed
     from lora_telemetry.testbed.server import TestBedServer
 
@@ -51,7 +53,8 @@ def embedded_server(adapters: int, slots: int, env: dict[str, str] | None = None
         flags += ["--lora-paths", *(f"{n}={bed.adapters()[n]}" for n in names)]
     else:
         env = {**(env or {}), "LORA_TELEMETRY_PLAN": str(plan), "LORA_TELEMETRY_ADAPTER_DIR": str(bed.adapter_dir)}
-    server = TestBedServer(root, flags, env=env, log_path=root / "bench-server.log")
+    server = TestBedServer(root, [*flags, *(extra_flags or [])], env=env,
+                           log_path=log_path or root / "bench-server.log")
     status = console.status("starting the test-bed server") if console else contextlib.nullcontext()
     with status:
         server.start()

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lora_telemetry.bench import traffic
-from lora_telemetry.bench.command import workload_from
+from lora_telemetry.bench.command import embedded_server, workload_from
 from lora_telemetry.bench.workload import schedule
 from lora_telemetry.scrape import Metrics
 
@@ -41,7 +41,7 @@ def adapters_in(folder: Path) -> dict[str, Path]:
     return found
 
 
-def server_flags(args: argparse.Namespace, names: list[str]) -> list[str]:
+def model_flags(args: argparse.Namespace, names: list[str]) -> list[str]:
     """SGLang flags for a server of ``args.model`` with the chosen adapters; ``--server-flags`` come last."""
     adapters = adapters_in(args.adapter_dir)
     return ["--model-path", str(args.model), "--enable-lora", "--enable-metrics",
@@ -51,19 +51,15 @@ def server_flags(args: argparse.Namespace, names: list[str]) -> list[str]:
 
 @contextmanager
 def started(args: argparse.Namespace, mode: str, names: list[str], log: Path) -> Iterator[str]:
-    from lora_telemetry.testbed.server import SGLangServer, TestBedServer
+    from lora_telemetry.testbed.server import SGLangServer
 
     env = {"LORA_TELEMETRY_ENABLED": "1" if mode == "on" else "0"}
     if args.model is None:
-        from lora_telemetry import testbed
-
-        root = testbed.default_root()
-        paths = testbed.make(root, adapters=len(names)).adapters()
-        flags = ["--max-loras-per-batch", str(args.slots), "--lora-paths", *(f"{n}={paths[n]}" for n in names),
-                 *shlex.split(args.server_flags or "")]
-        server: SGLangServer = TestBedServer(root, flags, env=env, log_path=log)
-    else:
-        server = SGLangServer(server_flags(args, names), log, env=env)
+        with embedded_server(len(names), args.slots, env=env, extra_flags=shlex.split(args.server_flags or ""),
+                             log_path=log) as (url, _names):
+            yield url
+        return
+    server = SGLangServer(model_flags(args, names), log, env=env)
     server.start(timeout=args.start_timeout)
     try:
         server.wait_healthy(args.start_timeout)

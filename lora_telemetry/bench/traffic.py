@@ -9,8 +9,11 @@ Where a client's time to first token went is told by SGLang's own wall-clock sta
 its stream carries (``request_received_ts``, ``response_sent_to_client_ts``): the client's
 wall clock at send and at the first chunk, on the same host, split the client's TTFT into the
 time before SGLang saw the request, SGLang's arrival-to-first-chunk, and the time after
-(:func:`ttft_breakdown`). The client stays lean so that it adds little of its own: it decodes
-only the first and last chunk of a stream, and runs on uvloop where SGLang brought it.
+(:func:`ttft_breakdown`). SGLang turns its monotonic stamps into wall-clock ones with an offset
+taken at its start, so the split between before and after moves if the host's clock is slewed
+meanwhile; SGLang's own span and the sum of the other two do not. The client stays lean so that
+it adds little of its own: it decodes only the first and last chunk of a stream, and runs on
+uvloop where SGLang brought it.
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ http_arrival: contextvars.ContextVar[float] = contextvars.ContextVar("lora_http_
 # client (host, port) -> perf_counter time uvicorn first read its current request; taken by the app
 first_read: dict[Any, float] = {}
 _FIRST_READ_LIMIT = 10_000  # requests cut off before the app ran leave their stamp; past this, start over
+# A stamp older than this belongs to a request that never reached the app, on a connection whose client
+# address came back later: the app's start stands in
+_FIRST_READ_STALE_S = 60.0
 
 
 def stamping_arrival(inner: ASGIApp) -> ASGIApp:
@@ -46,7 +49,8 @@ def stamping_arrival(inner: ASGIApp) -> ASGIApp:
 
     def app(scope: dict, receive: Callable, send: Callable) -> Awaitable[None]:
         if scope["type"] == "http":
-            stamp(read(scope.get("client"), None) or now())
+            started, first = now(), read(scope.get("client"), 0.0)
+            stamp(first if started - first < _FIRST_READ_STALE_S else started)
         return inner(scope, receive, send)
 
     return app
@@ -116,7 +120,7 @@ def add_prometheus_middleware(original: Any, app: Any, *args: Any, **kwargs: Any
 def _read(protocol: Any) -> None:
     """A new request's first bytes (none of the connection's requests is still in progress)."""
     cycle = protocol.cycle
-    if cycle is None or cycle.response_complete:
+    if protocol.client is not None and (cycle is None or cycle.response_complete):  # None: a unix socket
         if len(first_read) >= _FIRST_READ_LIMIT:
             first_read.clear()
         first_read.setdefault(protocol.client, time.perf_counter())

@@ -91,6 +91,8 @@ def test_the_ttft_breakdown_adds_up_and_the_servers_phases_explain_sglangs_part(
     assert split["requests"] == 60
     parts = split["before_sglang_s"] + split["in_sglang_s"] + split["after_sglang_s"]
     assert parts == pytest.approx(split["client_s"], rel=0.01)
-    assert min(split["before_sglang_s"], split["after_sglang_s"]) > 0
+    # The split between before and after rests on SGLang's wall-clock offset, fixed when it started; their
+    # sum (the client's TTFT less SGLang's own span) does not.
+    assert split["before_sglang_s"] + split["after_sglang_s"] > 0
     assert sum(phases.values()) - phases["http"] == pytest.approx(split["in_sglang_s"], rel=0.01)
     assert "where the client's time to first token went" in stdout

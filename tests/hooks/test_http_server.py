@@ -72,7 +72,9 @@ def test_the_arrival_is_uvicorns_first_read_when_the_loop_is_busy_before_the_app
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
+        deadline = time.monotonic() + 30
         while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.01)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             answers = [client.post("/generate").json() for _ in range(2)]
@@ -83,3 +85,20 @@ def test_the_arrival_is_uvicorns_first_read_when_the_loop_is_busy_before_the_app
     for read, answer in zip(reads, answers, strict=True):
         assert answer["arrival"] <= read and answer["seen"] - answer["arrival"] >= 0.05
     assert not http_server.first_read  # each stamp was taken by its request
+
+
+def test_a_stale_first_read_or_a_unix_socket_falls_back_to_the_apps_start(monkeypatch):
+    """A stamp left by a request that never reached the app, on a client address that came back a minute later,
+    is not this request's; a unix socket has no client address to tell connections apart."""
+    seen = []
+
+    async def inner(scope, receive, send) -> None:
+        seen.append(http_server.http_arrival.get())
+
+    monkeypatch.setattr(http_server, "first_read", {("10.0.0.1", 5000): time.perf_counter() - 61.0})
+    app = http_server.stamping_arrival(inner)
+    before = time.perf_counter()
+    asyncio.run(app({"type": "http", "client": ("10.0.0.1", 5000)}, None, None))
+    assert seen[0] >= before
+    http_server._read(type("Protocol", (), {"cycle": None, "client": None})())
+    assert http_server.first_read == {}
