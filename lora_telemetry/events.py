@@ -101,6 +101,7 @@ class CacheLookup:
     hit: bool
     rid: str | None = None
     host_traced: bool = False  # the host traces this request itself (see HostSpanLookup)
+    at_admission: bool = False  # overlap loading: looked up at the first admission check, not in a batch
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lora_telemetry.capacity.recording import BASE, Batch, Load, Record, Request, Unload
+from lora_telemetry.capacity.recording import BASE, Admission, Batch, Load, Record, Request, Unload
 from lora_telemetry.capacity.simulator import PoolFull, PoolSimulator
 
 
@@ -125,6 +125,8 @@ def lru_ranks(records: Iterable[Record]) -> tuple[_Ranks, int, int]:
             for name, rank in top[len(tracked):]:
                 ranks.add(name, rank, counts[name])
             last = record.adapters
+        elif isinstance(record, Admission) and record.name != BASE:  # a lookup that moves nothing
+            ranks.add(record.name, 0 if record.name in pinned else _rank(stack, record.name), 1, 0)
         elif isinstance(record, Load | Unload):
             settle()
             repeats, first_scheduled, last, top = 0, Counter(), (), []

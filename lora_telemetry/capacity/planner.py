@@ -30,7 +30,7 @@ from pathlib import Path
 
 from lora_telemetry.capacity import curves
 from lora_telemetry.capacity.analysis import preloaded_at_start, split_records
-from lora_telemetry.capacity.recording import BASE, Batch, Load, Pool, Record, RecordingError, Unload, read
+from lora_telemetry.capacity.recording import BASE, Admission, Batch, Load, Pool, Record, RecordingError, Unload, read
 from lora_telemetry.capacity.simulator import PoolFull, PoolSimulator
 from lora_telemetry.plan import Plan
 
@@ -135,6 +135,8 @@ def _replay(pools: dict[int, list[Record]], slots: int, policy: str, pin: tuple[
                         opening = free - (BASE in batch.adapters and BASE not in kept) >= room
                         openings, opened = openings + (opening and not opened), opening  # decode steps repeat it
                         pool.batch(batch.adapters, batch.new_requests)
+                elif isinstance(record, Admission):
+                    pool.admitted(record.name)
                 elif isinstance(record, (Load, Unload)) and record.name in pinned:
                     continue  # preloaded pinned by the plan: neither loaded nor unloaded again
                 elif isinstance(record, Load):
@@ -169,6 +171,8 @@ def _ranked(pools: dict[int, list[Record]]) -> list[str]:
                 for name, count in zip(record.adapters, record.new_requests, strict=True):
                     if name != BASE:
                         asked[name] += count
+            elif isinstance(record, Admission) and record.name != BASE:
+                asked[record.name] += 1
     return [name for name, _ in sorted(asked.items(), key=lambda item: (-item[1], item[0]))]
 
 

@@ -11,12 +11,19 @@ scheduler whose pool the record is about (each rank has a pool of its own)::
                                                   with priority, each adapter's priority (others 0)
     L <time> <dp> <name> <pinned>                 an adapter loaded into that scheduler (pinned: 0|1)
     U <time> <dp> <name>                          an adapter unloaded from it
-    B <time> <dp> <name>[:<n>] ...                a forward batch: its adapters in the order SGLang
-                                                  marks them used; n requests were first scheduled in it
+    B <time> <dp> <name>[:<n>] ...                a batch the pool prepared: its adapters in the order
+                                                  SGLang marks them used; n requests were first
+                                                  scheduled in it. Without overlap loading one per
+                                                  forward batch; with it, one per slot load started at
+                                                  admission (the new adapter, the running batch's and
+                                                  those still being copied: all marked used)
+    A <time> <dp> <name>                          overlap loading: a request's first admission check, its
+                                                  gpu lookup (a hit when the adapter holds a slot);
+                                                  marks nothing
     R <arrival> <name> <prompt> <output>          a finished request, from the tokenizer side
     # <text>                                      a comment (a size limit reached is said so here)
 
-The scheduler writes S, L, U and B; the tokenizer writes R; ``lora-telemetry bench --record``
+The scheduler writes S, L, U, B and A; the tokenizer writes R; ``lora-telemetry bench --record``
 writes R from its own schedule (a recording without B lines is analysed one batch per request).
 """
 
@@ -73,6 +80,15 @@ class Batch:
 
 
 @dataclass(slots=True)
+class Admission:
+    """With overlap loading, a request's gpu lookup happens at its first admission check, apart
+    from any batch the pool prepares (a hit prepares none)."""
+    time: float
+    dp: int
+    name: str
+
+
+@dataclass(slots=True)
 class Request:
     arrival: float
     name: str
@@ -80,7 +96,7 @@ class Request:
     output_tokens: int
 
 
-Record = Pool | Load | Unload | Batch | Request
+Record = Pool | Load | Unload | Batch | Admission | Request
 
 
 def encode(name: str) -> str:
@@ -97,6 +113,8 @@ def format_record(record: Record) -> str:
         case Pool(time, dp, slots, policy, slot_bytes, priorities):
             ranked = "".join(f" {encode(name)}={value}" for name, value in sorted(priorities.items()))
             return f"S {time:.3f} {dp} {slots} {policy} {slot_bytes}{ranked}"
+        case Admission(time, dp, name):
+            return f"A {time:.3f} {dp} {encode(name)}"
         case Load(time, dp, name, pinned):
             return f"L {time:.3f} {dp} {encode(name)} {int(pinned)}"
         case Unload(time, dp, name):
@@ -141,6 +159,8 @@ def parse_line(text: str, last: list | None = None) -> Record | None:
         return Pool(float(fields[1]), int(fields[2]), int(fields[3]), fields[4], int(fields[5]), priorities)
     if kind == "L" and len(fields) == 5 and fields[4] in ("0", "1"):
         return Load(float(fields[1]), int(fields[2]), unquote(fields[3]), fields[4] == "1")
+    if kind == "A" and len(fields) == 4:
+        return Admission(float(fields[1]), int(fields[2]), unquote(fields[3]))
     if kind == "U" and len(fields) == 4:
         return Unload(float(fields[1]), int(fields[2]), unquote(fields[3]))
     if kind == "R" and len(fields) == 5:

@@ -11,7 +11,10 @@ eviction policies (``sglang/srt/lora/mem_pool.py``, ``eviction_policy.py``):
 - LRU picks the least recently marked victim; FIFO the one marked first since it entered;
   with adapter priorities (:mod:`lora_telemetry.priorities`) the lowest priority goes first,
   LRU within a priority (requests' own priorities are not in a recording, so they lift nothing);
-- an unloaded adapter leaves the pool and the policy's order at once.
+- an unloaded adapter leaves the pool and the policy's order at once;
+- with ``--enable-lora-overlap-loading`` the pool prepares load sets at admission, not forward
+  batches (the recording holds those), and a request's gpu lookup is its first admission check
+  (an ``A`` record): a hit when its adapter holds a slot, marking nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 
-from lora_telemetry.capacity.recording import BASE, Batch, Load, Record, Unload
+from lora_telemetry.capacity.recording import BASE, Admission, Batch, Load, Record, Unload
 from lora_telemetry.priorities import DEFAULT, pick_victim
 
 
@@ -58,6 +61,10 @@ class PoolSimulator:
         self.resident.discard(name)
         self.order.pop(name, None)
         self.pinned.discard(name)
+
+    def admitted(self, name: str) -> None:
+        """A request's gpu lookup at its first admission check (overlap loading)."""
+        (self.hits if name in self.resident else self.misses)[name] += 1
 
     def batch(self, adapters: tuple[str, ...], new_requests: tuple[int, ...]) -> None:
         self.batches += 1
@@ -111,6 +118,8 @@ class PoolSimulator:
         for record in records:
             if isinstance(record, Batch):
                 self.batch(record.adapters, record.new_requests)
+            elif isinstance(record, Admission):
+                self.admitted(record.name)
             elif isinstance(record, Load):
                 self.load(record.name, record.pinned)
             elif isinstance(record, Unload):

@@ -144,7 +144,7 @@ def _prepared(pool: Any, before: dict | None, cur_uids: Any, recording: bool, ar
     if before is not None:
         adapters = kwargs.get("lora_adapters", args[0] if args else {})
         _diff(pool, before, cur_uids, refs, adapters, reports)
-    if recording and reports and not overlap_loading(pool):  # with overlap loading, the scheduler records
+    if recording and reports:  # with overlap loading, a load set started at admission
         _record(pool, cur_uids, refs)
 
 

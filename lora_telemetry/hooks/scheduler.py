@@ -33,7 +33,7 @@ from typing import Any
 from lora_telemetry import events as ev
 from lora_telemetry import runtime
 from lora_telemetry.hooks.base import hook, safely
-from lora_telemetry.hooks.memory_pool import batch_cause, last_slot_load_s, lora_name, pool_settings
+from lora_telemetry.hooks.memory_pool import batch_cause, last_slot_load_s, lora_name
 from lora_telemetry.hooks.ranks import reporting_rank
 from lora_telemetry.hooks.tokenizer import HEALTH_CHECK_PREFIX
 
@@ -102,12 +102,12 @@ def _flush(scheduler: Any, batch: Any, now: float) -> None:
         time.time()))
 
 
-def _lookup(req: Any, refs: dict, hit: bool) -> None:
+def _lookup(req: Any, refs: dict, hit: bool, at_admission: bool = False) -> None:
     setattr(req, _SEEN, True)
     if not hit:
         setattr(req, _MISSED, True)
     name, span = lora_name(req.lora_id, refs), _traced_span(req)
-    runtime.emit(ev.CacheLookup(name, "gpu", hit, req.rid, span is not None))
+    runtime.emit(ev.CacheLookup(name, "gpu", hit, req.rid, span is not None, at_admission))
     if span is not None:
         runtime.emit(ev.HostSpanLookup(span, name, "gpu", hit))
 
@@ -134,13 +134,6 @@ def _traced_span(req: Any) -> Any:
     return getattr(context.thread_context, "thread_span", None)
 
 
-def _record(scheduler: Any, batch: Any) -> None:
-    """With overlap loading the pool sees load sets, not forward batches: record the batch here."""
-    pool, refs = _manager(scheduler).memory_pool, _manager(scheduler).lora_refs
-    ordered = sorted({r.lora_id for r in batch.reqs}, key=lambda uid: (uid is not None, uid or ""))
-    runtime.emit(ev.PoolBatch(time.time(), tuple(lora_name(uid, refs) for uid in ordered), pool_settings(pool)))
-
-
 def _on_batch(self: Any, batch: Any) -> None:
     if not self.enable_lora or not batch.reqs:
         return  # idle batches (DP attention) and batches without requests ran no adapter
@@ -152,8 +145,6 @@ def _on_batch(self: Any, batch: Any) -> None:
     _batch_reqs.append(batch.reqs)
     if mode.is_extend():
         _first_scheduled(self, batch.reqs)
-    if self.enable_lora_overlap_loading and runtime.get().config.access_log is not None:
-        _record(self, batch)
     now = time.monotonic()
     if now - _state["last_flush"] >= FLUSH_INTERVAL_S:
         _flush(self, batch, now)
@@ -179,13 +170,14 @@ def on_idle(result: Any, self: Any, *args: Any, **kwargs: Any) -> None:
 
 
 def _admission_lookup(scheduler: Any, req: Any, running_loras: Any) -> None:
-    """Overlap loading: the request's first admission check is its gpu lookup."""
+    """Overlap loading: the request's first admission check is its gpu lookup. It hits when the
+    adapter holds a slot, its copy done or still in flight (the request starts no copy; a wait
+    for the copy shows as admission time), as the pool's replay counts it."""
     if req.rid.startswith(HEALTH_CHECK_PREFIX):
         return
     manager = _manager(scheduler)
     uid = req.lora_id
-    held = uid in manager.memory_pool.uid_to_buffer_id and uid not in manager.pending_lora_load_events
-    _lookup(req, manager.lora_refs, uid in running_loras or held)
+    _lookup(req, manager.lora_refs, uid in running_loras or uid in manager.memory_pool.uid_to_buffer_id, True)
 
 
 def _refused(scheduler: Any, req: Any) -> None:

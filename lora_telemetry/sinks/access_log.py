@@ -22,7 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from lora_telemetry import events as ev
-from lora_telemetry.capacity.recording import VERSION_LINE, Batch, Load, Pool, Record, Request, Unload, format_record
+from lora_telemetry.capacity.recording import (
+    VERSION_LINE,
+    Admission,
+    Batch,
+    Load,
+    Pool,
+    Record,
+    Request,
+    Unload,
+    format_record,
+)
 
 logger = logging.getLogger("lora_telemetry")
 
@@ -90,7 +100,9 @@ class AccessLogSink:
         return self.dp_rank() or 0
 
     def _lookup(self, e: ev.CacheLookup) -> None:
-        if e.tier == "gpu":
+        if e.tier == "gpu" and e.at_admission:
+            self.appender.add(Admission(time.time(), self._dp(), e.lora_name))
+        elif e.tier == "gpu":
             self.first_scheduled[e.lora_name] = self.first_scheduled.get(e.lora_name, 0) + 1
 
     def _batch(self, e: ev.PoolBatch) -> None:

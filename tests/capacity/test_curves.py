@@ -7,16 +7,19 @@ import random
 import pytest
 
 from lora_telemetry.capacity.curves import exact_curve, host_curve, lru_curve
-from lora_telemetry.capacity.recording import BASE, Batch, Request
+from lora_telemetry.capacity.recording import BASE, Admission, Batch, Request
 from lora_telemetry.capacity.simulator import PoolSimulator
 
 
-def _recording(seed: int, adapters: int, batches: int, widest: int) -> list[Batch]:
+def _recording(seed: int, adapters: int, batches: int, widest: int, admissions: bool = False) -> list[Batch]:
+    """``admissions``: lookups at admission checks between batches, as overlap loading records them."""
     rng = random.Random(seed)
     names = [f"a{i}" for i in range(adapters)]
     weights = [1 / (i + 1) for i in range(adapters)]
     out, last = [Batch(0.0, 0, (BASE,), (0,))], None  # SGLang puts the base model in when it makes the pool
     for t in range(batches):
+        if admissions and rng.random() < 0.3:
+            out.append(Admission(float(t), 0, rng.choices(names, weights)[0]))
         if last is not None and rng.random() < 0.5:  # decode steps repeat the batch
             out.append(Batch(float(t), 0, last.adapters, (0,) * len(last.adapters)))
             continue
@@ -29,10 +32,10 @@ def _recording(seed: int, adapters: int, batches: int, widest: int) -> list[Batc
     return out
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_one_pass_equals_replaying_each_size(seed):
+@pytest.mark.parametrize("seed,admissions", [(seed, seed % 2 == 1) for seed in range(6)])
+def test_one_pass_equals_replaying_each_size(seed, admissions):
     widest = 3
-    records = _recording(seed, adapters=12, batches=3000, widest=widest)
+    records = _recording(seed, adapters=12, batches=3000, widest=widest, admissions=admissions)
     sizes = list(range(widest + 1, 14))  # every batch fits beside the base model's slot
     fast, exact = lru_curve(records, sizes), exact_curve(records, "lru", sizes)
     assert fast.sizes == exact.sizes == sizes
@@ -61,6 +64,15 @@ def test_fifo_replay_follows_insertion_order_not_use():
     for adapters in [(BASE,), ("a",), ("b",), ("a",), ("c",)]:
         lru.batch(adapters, (1,) * len(adapters))
     assert lru.evictions == {"b": 1}
+
+
+def test_a_lookup_at_admission_counts_a_hit_or_miss_and_moves_nothing():
+    """Overlap loading looks an adapter up at admission; only the pool's load sets mark it used."""
+    pool = PoolSimulator(3, "lru").replay([Batch(0.0, 0, (BASE,), (0,)), Batch(1.0, 0, ("a",), (0,)),
+                                           Batch(2.0, 0, ("b",), (0,)), Admission(3.0, 0, "a"),
+                                           Admission(4.0, 0, "c"), Batch(5.0, 0, ("c",), (0,))])
+    assert (pool.hits, pool.misses) == ({"a": 1}, {"c": 1})
+    assert pool.evictions == {"a": 1}  # looked up, not used: still the least recently used
 
 
 def test_the_base_model_goes_only_when_the_batch_needs_every_other_slot():

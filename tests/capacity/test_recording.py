@@ -6,6 +6,7 @@ import pytest
 
 from lora_telemetry.capacity.recording import (
     BASE,
+    Admission,
     Batch,
     Load,
     Pool,
@@ -26,6 +27,7 @@ ODD_NAMES = ["qa", "with space", "colon:7", "100%", "ünïcode-名前", "new\nli
     Unload(3.0, 0, "colon:7"),
     Batch(4.125, 0, tuple(ODD_NAMES), tuple(range(len(ODD_NAMES)))),
     Request(5.5, "ünïcode-名前", 12, 30),
+    Admission(6.0, 1, "100%"),
 ])
 def test_each_record_round_trips_through_one_line(record):
     line = format_record(record)

@@ -88,18 +88,21 @@ def test_a_request_the_drainer_holds_back_is_deferred_by_policy(emitted):
 
 
 def test_with_overlap_loading_the_first_admission_check_is_the_gpu_lookup(emitted):
+    """A request whose adapter's copy is still in flight starts no copy: a hit, as the replay counts it."""
     rank_state.set_reporting_rank(True)
     pool = _pool({None: 0, "u1": 1})
-    sched = _scheduler(pool, REFS, overlap=True)
+    sched = _scheduler(pool, {**REFS, "u3": NS(lora_name="chat", pinned=False)}, overlap=True)
+    held, copying, absent = _req("r1", "u1"), _req("r2", "u2"), _req("r3", "u3")
+    pool.uid_to_buffer_id["u2"] = 2  # its copy launched on the side stream, not done
     sched.tp_worker.model_runner.lora_manager.pending_lora_load_events = {"u2": object()}
-    held, copying = _req("r1", "u1"), _req("r2", "u2")
     for _ in range(3):
         scheduler.can_schedule_lora_req(lambda *a: True, sched, held, set())
         scheduler.can_schedule_lora_req(lambda *a: False, sched, copying, set())
-    pool.uid_to_buffer_id["u2"] = 2
-    scheduler.run_batch(sched, NS(reqs=[held, copying], forward_mode=Mode("extend")))  # always "held" now
-    lookups = [(e.lora_name, e.hit) for e in _of(emitted, ev.CacheLookup)]
-    assert lookups == [("qa", True), ("sql", False)]
+        scheduler.can_schedule_lora_req(lambda *a: False, sched, absent, set())
+    pool.uid_to_buffer_id["u3"] = 3
+    scheduler.run_batch(sched, NS(reqs=[held, copying, absent], forward_mode=Mode("extend")))  # looked up already
+    lookups = [(e.lora_name, e.hit, e.at_admission) for e in _of(emitted, ev.CacheLookup)]
+    assert lookups == [("qa", True, True), ("sql", True, True), ("chat", False, True)]
 
 
 def test_routing_gauges_count_the_running_batch_beside_a_prefill_batch(emitted):

@@ -1,5 +1,5 @@
 """A real server with ``--enable-lora-overlap-loading`` (slots filled at admission) and SGLang's
-warm-up request on: lookups at the first admission check, per-forward access-log batches,
+warm-up request on: lookups at the first admission check, an access log that replays exactly,
 one copy time per slot load, and the warm-up not counted as traffic."""
 
 from __future__ import annotations
@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lora_telemetry.capacity.recording import Batch, read
+from lora_telemetry.capacity.recording import Admission, Pool, read
+from lora_telemetry.capacity.simulator import PoolSimulator
 from tests.conftest import generate, lora_paths, metrics_when, running_server
 from tests.pool_model import BASE, PoolModel
 
@@ -18,6 +20,7 @@ pytestmark = pytest.mark.server
 ADAPTERS = ["qa", "sql", "chat", "code", "math"]
 # Hits and misses, with the base model's slot taken once it is the only victim left.
 SEQUENCE = ["qa", "sql", "qa", "chat", "code", "qa", "code", "math", "sql", "sql"]
+BURST = ["chat", "qa", "math", "sql", "code", "chat", "math", "qa"]
 TOKENS = 3
 
 
@@ -79,16 +82,31 @@ def test_each_slot_load_gets_one_copy_time(server):
     assert loads >= 5 and m.total("sglang_lora_pool_slot_load_seconds_count") == loads
 
 
-def test_access_log_records_forward_batches_not_load_sets(server):
-    metrics_when(server, lambda m: True)
+def test_the_replay_of_the_access_log_gives_back_every_count(server):
+    """The pool prepares load sets at admission (the new adapter, the running batch's, those being
+    copied), not forward batches: recorded as such, with each request's lookup at its first admission
+    check, SGLang's rules replayed give back the measured slot loads, evictions, hits and misses,
+    here after a burst of concurrent requests over more adapters than slots."""
+    before = metrics_when(server, lambda m: True).total("sglang_lora_requests_total")
+    with ThreadPoolExecutor(len(BURST)) as workers:
+        list(workers.map(lambda name: generate(server, name, tokens=12), BURST))
+    m = metrics_when(server, lambda m: m.total("sglang_lora_requests_total") == before + len(BURST))
     time.sleep(0.5)  # the access log is appended every 0.2 s
-    batches = [r for r in read(server.access_log) if isinstance(r, Batch)]
-    per_adapter = Counter(name for b in batches for name in b.adapters)
-    first = Counter()
-    for b in batches:
-        for name, count in zip(b.adapters, b.new_requests, strict=True):
-            first[name] += count
-    sent = Counter(SEQUENCE)
-    assert {k: first[k] for k in sent} == sent  # every request first scheduled in one recorded batch
-    for name, count in sent.items():  # a prefill and decode steps per request, hit or miss
-        assert per_adapter[name] >= count * TOKENS - count, name
+    records = list(read(server.access_log))
+    [pool] = [r for r in records if isinstance(r, Pool)]
+    replay = PoolSimulator(pool.slots, pool.policy).replay(records)
+    lookups = sum(m.total("sglang_lora_cache_lookups_total", tier="gpu", result=r) for r in ("hit", "miss"))
+    assert sum(isinstance(r, Admission) for r in records) == lookups >= before + len(BURST)  # each once
+
+    def measured(name, **labels):
+        return {k: v for k, v in m.by(name, "lora_name", **labels).items() if v}
+
+    assert measured("sglang_lora_pool_slot_loads_total") == _nonzero(replay.slot_loads)
+    assert measured("sglang_lora_pool_evictions_total") == _nonzero(replay.evictions)
+    assert measured("sglang_lora_cache_lookups_total", tier="gpu", result="hit") == _nonzero(replay.hits)
+    assert measured("sglang_lora_cache_lookups_total", tier="gpu", result="miss") == _nonzero(replay.misses)
+    assert sum(replay.evictions.values()) > len(set(BURST)) - 3  # the burst made the pool turn over
+
+
+def _nonzero(counts: dict) -> dict:
+    return {k: v for k, v in counts.items() if v}

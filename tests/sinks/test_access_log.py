@@ -9,7 +9,7 @@ import pytest
 
 from lora_telemetry import config, runtime
 from lora_telemetry import events as ev
-from lora_telemetry.capacity.recording import Batch, Load, Pool, Request, Unload, read
+from lora_telemetry.capacity.recording import Admission, Batch, Load, Pool, Request, Unload, read
 from lora_telemetry.sinks.access_log import AccessLogSink, BoundedAppender
 
 
@@ -34,6 +34,22 @@ def test_events_become_records_with_first_scheduled_requests_on_their_batch(tmp_
     assert [(r.adapters, r.new_requests) for r in records[2:5]] == [
         (("__base__",), (0,)), (("__base__", "qa"), (0, 2)), (("qa",), (0,))]
     assert (records[6].prompt_tokens, records[6].output_tokens) == (5, 7)
+
+
+def test_lookups_at_admission_are_records_of_their_own_and_join_no_batch(tmp_path):
+    """Overlap loading: a hit prepares no batch, so its lookup cannot wait for one."""
+    path = tmp_path / "access.log"
+    appender = BoundedAppender(path, 1 << 20)
+    sink = AccessLogSink(appender, lambda: 0)
+    pool = ev.PoolSettings(4, "lru", 1000)
+    for event in [ev.PoolBatch(1.0, ("__base__",), pool), ev.CacheLookup("qa", "gpu", False, "r1", at_admission=True),
+                  ev.PoolBatch(2.0, ("__base__", "qa"), pool), ev.CacheLookup("qa", "gpu", True, "r2", at_admission=True)]:
+        sink.handlers[type(event)](event)
+    appender.flush()
+    records = list(read(path))
+    assert [type(r) for r in records] == [Pool, Batch, Admission, Batch, Admission]
+    assert [r.name for r in records if isinstance(r, Admission)] == ["qa", "qa"]
+    assert records[3].new_requests == (0, 0)
 
 
 def _write_many(path: str, tag: str) -> None:
