@@ -28,7 +28,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Config:
     enabled: bool = True
-    max_adapter_labels: int = 1000
+    max_adapter_labels: int = 10_000
+    top_adapters: int = 50  # adapters with latency histograms of their own (the busiest)
     log_format: str = "json"
     log_file: Path | None = None
     log_level: str = "info"
@@ -136,7 +137,8 @@ def read() -> Config:
         raise ConfigError(f"{PREFIX}PLAN preloads adapters from the adapter directory: set {PREFIX}ADAPTER_DIR too")
     return Config(
         enabled=_bool("ENABLED", True),
-        max_adapter_labels=_int("MAX_ADAPTER_LABELS", 1000, 1, 10_000_000) or 1000,
+        max_adapter_labels=_int("MAX_ADAPTER_LABELS", 10_000, 1, 10_000_000) or 10_000,
+        top_adapters=_int("TOP_ADAPTERS", 50, 0, 100_000) or 0,
         log_format=_choice("LOG_FORMAT", "json", ("json", "console")),
         log_file=_path("LOG_FILE"),
         log_level=_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),

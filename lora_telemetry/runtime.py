@@ -23,6 +23,7 @@ from lora_telemetry import config as config_module
 from lora_telemetry.sinks.access_log import make_access_log
 from lora_telemetry.sinks.logs import LogSink
 from lora_telemetry.sinks.prometheus import PrometheusSink
+from lora_telemetry.sinks.prometheus.busiest import BusiestAdapters
 from lora_telemetry.sinks.prometheus.exposition import Renderer
 from lora_telemetry.sinks.prometheus.snapshots import Publisher, pid_alive
 from lora_telemetry.sinks.prometheus.store import Store
@@ -94,7 +95,7 @@ class Telemetry:
     def __init__(self, cfg: config_module.Config) -> None:
         self.config = cfg
         self.store = Store()
-        self.prometheus = PrometheusSink(self.store, cfg.max_adapter_labels)
+        self.prometheus = PrometheusSink(self.store, cfg.max_adapter_labels, BusiestAdapters(cfg.top_adapters))
         self.sinks: list[Sink] = [self.prometheus, LogSink(cfg.log_format, cfg.log_level, cfg.log_file, process_info),
                                   HostSpanAnnotator()]
         if cfg.traces and (tracer := _tracer()) is not None:

@@ -73,7 +73,7 @@ def rows(window: Window, limit: int = 15) -> list[Row]:
     phase_sums = {p: w.delta("sglang_lora_ttft_phase_seconds_sum", "lora_name", phase=p) for p in PHASES}
     phase_counts = {p: w.delta("sglang_lora_ttft_phase_seconds_count", "lora_name", phase=p) for p in PHASES}
     thrash = w.delta("sglang_lora_pool_thrash_reloads_total", "lora_name")
-    reloads = w.delta("sglang_lora_pool_slot_loads_total", "lora_name", cause="reload")
+    reloads = w.delta("sglang_lora_pool_slot_reloads_total", "lora_name")
     out = []
     for name in served:
         hits = {tier: (lookups[tier, "hit"].get(name, 0.0), lookups[tier, "miss"].get(name, 0.0))

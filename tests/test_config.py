@@ -12,7 +12,8 @@ def test_defaults(monkeypatch):
                  "THRASH_WINDOW_S"):
         monkeypatch.delenv(config.PREFIX + name, raising=False)
     cfg = config.read()
-    assert cfg.enabled and cfg.max_adapter_labels == 1000 and cfg.log_format == "json" and cfg.thrash_window_s == 10
+    assert cfg.enabled and cfg.max_adapter_labels == 10_000 and cfg.top_adapters == 50
+    assert cfg.log_format == "json" and cfg.thrash_window_s == 10
     assert cfg.metrics_port is None and cfg.adapter_dir is None and not cfg.traces
 
 

@@ -21,7 +21,7 @@ sglang_lora_requests_total{lora_name="qa",outcome="finished"} 10
 sglang_lora_requests_total{lora_name="sql",outcome="finished"} 4
 sglang_lora_cache_lookups_total{lora_name="qa",tier="gpu",result="hit"} 8
 sglang_lora_cache_lookups_total{lora_name="qa",tier="gpu",result="miss"} 2
-sglang_lora_pool_slot_loads_total{lora_name="qa",cause="admission"} 2
+sglang_lora_pool_slot_loads_total{lora_name="qa"} 2
 sglang_lora_pool_slots{state="used"} 3
 sglang_lora_pool_slots{state="free"} 1
 """
@@ -32,8 +32,8 @@ sglang_lora_requests_total{lora_name="__unknown__",outcome="rejected"} 1
 sglang_lora_cache_lookups_total{lora_name="qa",tier="gpu",result="hit"} 23
 sglang_lora_cache_lookups_total{lora_name="qa",tier="gpu",result="miss"} 7
 sglang_lora_cache_lookups_total{lora_name="qa",tier="host",result="hit"} 20
-sglang_lora_pool_slot_loads_total{lora_name="qa",cause="admission"} 4
-sglang_lora_pool_slot_loads_total{lora_name="qa",cause="reload"} 3
+sglang_lora_pool_slot_loads_total{lora_name="qa"} 7
+sglang_lora_pool_slot_reloads_total{lora_name="qa"} 3
 sglang_lora_pool_thrash_reloads_total{lora_name="qa"} 4
 sglang_lora_pool_evictions_total{lora_name="sql"} 10
 sglang_lora_pool_slots{state="used"} 4

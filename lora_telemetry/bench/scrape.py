@@ -1,8 +1,10 @@
 """What a scrape costs at adapter scale.
 
-``synthetic``: the series of N adapters that have all served requests, as a real server
-holds them (request, token, latency and tokenizer-phase series in the main process; cache,
-pool, scheduler-phase and residency series in a scheduler's snapshot file): what a scheduler
+``synthetic``: the series of N adapters that have all served requests, each with every series
+the budget allows it (a request finished and one aborted, a reload; latency histograms for the
+busiest, see :mod:`lora_telemetry.sinks.prometheus.busiest`), as a real server holds them
+(request, token, latency and tokenizer-phase series in the main process; cache, pool,
+scheduler-phase and residency series in a scheduler's snapshot file): what a scheduler
 pays to publish them, and a scrape to render them. ``live``: ``GET /metrics`` on a running server, optionally
 first given N adapters that each served a request.
 """
@@ -28,7 +30,7 @@ from lora_telemetry.sinks.prometheus.store import Store
 
 
 def adapter_series(adapters: int) -> tuple[Store, Store]:
-    """(main-process store, scheduler store) holding every per-adapter series of ``adapters``."""
+    """(main-process store, scheduler store) holding every series ``adapters`` can have."""
     main, scheduler = Store(), Store()
     tokenizer_sink = PrometheusSink(main, adapters + 10)
     scheduler_sink = PrometheusSink(scheduler, adapters + 10)
@@ -40,8 +42,10 @@ def adapter_series(adapters: int) -> tuple[Store, Store]:
         tokenizer_sink.record(ev.RequestFinished(name, "finished", 17, 32, 0.04 + i % 7 / 100, 0.9, resolved=1.0,
                                                  created=0.99, first_chunk=1.05, queued=1.001, prefilled=1.04,
                                                  received=0.985))
+        tokenizer_sink.record(ev.RequestFinished(name, "aborted", 17, 3, None, 0.2))
         for event in (ev.CacheLookup(name, "gpu", True), ev.CacheLookup(name, "gpu", False),
-                      ev.SlotLoaded(name, i % 8, 0.0004, 2.0, True), ev.SlotEvicted(name, i % 8),
+                      ev.SlotLoaded(name, i % 8, 0.0004, 2.0, True, 65536),
+                      ev.SlotLoaded(name, i % 8, 0.0004, 0.5, True, 65536, "reload"), ev.SlotEvicted(name, i % 8),
                       ev.AdmissionDeferred(name, "slot"), ev.AdmissionWaited(name, 0.01),
                       ev.RequestPhases(name, "r", False, 1.001, 1.002, 1.012, 1.04, 0.0004),
                       ev.AdapterLoaded(name, "api", True, 0.02), ev.AdapterUnloaded(name, "capacity", 0.001),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 
 import pytest
 
@@ -150,7 +151,7 @@ def decoding_server(request, bed, tmp_path_factory):
 
 def test_an_adapter_evicted_while_decoding_is_copied_back_and_counted_as_a_reload(decoding_server):
     """The reload pattern seen on an H100 under priorities: the decode step after code's prefill copies legal
-    back (cause="reload"). Our priority policy now takes idle qa instead, so legal is copied in once;
+    back (a reload). Our priority policy now takes idle qa instead, so legal is copied in once;
     SGLang's FIFO still reloads it, and the reload is counted as one."""
     server = decoding_server
     long_legal = threading.Thread(target=generate, args=(server, "legal"), kwargs={"tokens": 450})  # about 1.6 s
@@ -166,7 +167,7 @@ def test_an_adapter_evicted_while_decoding_is_copied_back_and_counted_as_a_reloa
         return {k: v for k, v in m.by(family, "lora_name", **match).items() if v}
 
     admitted, reloaded, evicted = DECODING[server.policy]
-    assert counted("sglang_lora_pool_slot_loads_total", cause="admission") == admitted
-    assert counted("sglang_lora_pool_slot_loads_total", cause="reload") == reloaded
+    assert counted("sglang_lora_pool_slot_loads_total") == dict(Counter(admitted) + Counter(reloaded))
+    assert counted("sglang_lora_pool_slot_reloads_total") == reloaded
     assert counted("sglang_lora_pool_evictions_total") == evicted
     assert not unexpected_errors(server.log_path.read_text())

@@ -42,8 +42,9 @@ def test_lookups_at_admission_are_records_of_their_own_and_join_no_batch(tmp_pat
     appender = BoundedAppender(path, 1 << 20)
     sink = AccessLogSink(appender, lambda: 0)
     pool = ev.PoolSettings(4, "lru", 1000)
-    for event in [ev.PoolBatch(1.0, ("__base__",), pool), ev.CacheLookup("qa", "gpu", False, "r1", at_admission=True),
-                  ev.PoolBatch(2.0, ("__base__", "qa"), pool), ev.CacheLookup("qa", "gpu", True, "r2", at_admission=True)]:
+    events = [ev.PoolBatch(1.0, ("__base__",), pool), ev.CacheLookup("qa", "gpu", False, "r1", at_admission=True),
+              ev.PoolBatch(2.0, ("__base__", "qa"), pool), ev.CacheLookup("qa", "gpu", True, "r2", at_admission=True)]
+    for event in events:
         sink.handlers[type(event)](event)
     appender.flush()
     records = list(read(path))

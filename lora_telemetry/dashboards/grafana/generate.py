@@ -57,7 +57,7 @@ ROWS = [
         ("Tokens per second by adapter", "short", [
             (_served_rate("sglang_lora_prompt_tokens_total", "lora_name"), "{{lora_name}} prompt"),
             (_served_rate("sglang_lora_generation_tokens_total", "lora_name"), "{{lora_name}} generated")], "timeseries"),
-        ("Requests in flight", "short", [
+        ("Requests in flight (busiest adapters, the rest as __other__)", "short", [
             (f"sum by (lora_name) (sglang_lora_requests_in_flight{{{ADAPTER}}}{NOT_PREFILL})", "{{lora_name}}")], "timeseries"),
         ("Hottest adapters", "short", [
             (f"topk(10, {_served_rate('sglang_lora_requests_total', 'lora_name')})", "requests/s"),
@@ -65,21 +65,22 @@ ROWS = [
             (_rate("sglang_lora_pool_evictions_total", "lora_name"), "evictions/s")], "table"),
     ]),
     ("Latency per adapter", [
-        ("Time to first token p50 / p95", "s", [
+        ("Time to first token p50 / p95 (busiest adapters, the rest as __other__)", "s", [
             (_quantile(0.5, "sglang_lora_time_to_first_token_seconds", "lora_name", ADAPTER, NOT_PREFILL), "{{lora_name}} p50"),
             (_quantile(0.95, "sglang_lora_time_to_first_token_seconds", "lora_name", ADAPTER, NOT_PREFILL), "{{lora_name}} p95")], "timeseries"),
-        ("End-to-end latency p95", "s", [
+        ("End-to-end latency p95 (busiest adapters, the rest as __other__)", "s", [
             (_quantile(0.95, "sglang_lora_e2e_request_latency_seconds", "lora_name", ADAPTER, NOT_PREFILL), "{{lora_name}}")], "timeseries"),
-        ("Where time to first token goes (10 slowest adapters, mean per phase)", "s", [
+        ("Where time to first token goes (10 slowest of the busiest adapters, mean per phase)", "s", [
             (_phase_means(), "{{phase}}")], "barchart"),
     ]),
     ("Cache and pool", [
         ("GPU tier hit rate (pool slot held)", "percentunit", [(_ratio("gpu"), "{{lora_name}}")], "timeseries"),
         ("Host tier hit rate (adapter loaded)", "percentunit", [(_ratio("host"), "{{lora_name}}")], "timeseries"),
-        ("Slot loads (by cause: admission, or reload for running requests) and evictions per second", "ops", [
-            (_rate("sglang_lora_pool_slot_loads_total", "lora_name, cause"), "{{lora_name}} loads ({{cause}})"),
+        ("Slot loads, reloads for running requests (busiest adapters) and evictions per second", "ops", [
+            (_rate("sglang_lora_pool_slot_loads_total", "lora_name"), "{{lora_name}} loads"),
+            (_rate("sglang_lora_pool_slot_reloads_total", "lora_name"), "{{lora_name}} reloads"),
             (_rate("sglang_lora_pool_evictions_total", "lora_name"), "{{lora_name}} evictions")], "timeseries"),
-        ("Slot reuse after eviction p50 / p95", "s", [
+        ("Slot reuse after eviction p50 / p95 (busiest adapters)", "s", [
             (_quantile(0.5, "sglang_lora_pool_reuse_seconds", "lora_name"), "{{lora_name}} p50"),
             (_quantile(0.95, "sglang_lora_pool_reuse_seconds", "lora_name"), "{{lora_name}} p95")], "timeseries"),
         ("Thrash reloads (share of slot loads)", "percentunit", [
@@ -87,7 +88,7 @@ ROWS = [
              f"{_rate('sglang_lora_pool_slot_loads_total', 'instance', SERVER)}", "{{instance}}")], "timeseries"),
         ("Slot copy time p95", "s", [
             (_quantile(0.95, "sglang_lora_pool_slot_load_seconds", "", SERVER), "p95")], "timeseries"),
-        ("Slot load bandwidth (bytes copied per second of copying) and bytes per second by adapter", "Bps", [
+        ("Slot load bandwidth (bytes copied per second of copying) and bytes per second of the busiest adapters", "Bps", [
             (f"{_rate('sglang_lora_pool_slot_load_bytes_total', 'instance', SERVER)} / "
              f"{_rate('sglang_lora_pool_slot_load_seconds_sum', 'instance', SERVER)}", "{{instance}} while copying"),
             (_rate("sglang_lora_pool_slot_load_bytes_total", "lora_name"), "{{lora_name}}")], "timeseries"),
@@ -95,12 +96,12 @@ ROWS = [
         ("Adapters per forward batch", "short", [
             (_quantile(0.5, "sglang_lora_batch_adapters", "", SERVER), "p50"),
             (_quantile(0.95, "sglang_lora_batch_adapters", "", SERVER), "p95")], "timeseries"),
-        ("Requests deferred at admission per second", "reqps", [
+        ("Requests deferred at admission per second (busiest adapters)", "reqps", [
             (_rate("sglang_lora_admission_deferrals_total", "lora_name, reason"), "{{lora_name}} {{reason}}")],
          "timeseries"),
-        ("Wait for admission p95 (deferred requests)", "s", [
+        ("Wait for admission p95 (deferred requests, busiest adapters)", "s", [
             (_quantile(0.95, "sglang_lora_admission_wait_seconds", "lora_name"), "{{lora_name}}")], "timeseries"),
-        ("Running and waiting requests (routing)", "short", [
+        ("Running and waiting requests (busiest adapters)", "short", [
             (f"sum by (lora_name) (sglang_lora_requests_running{{{ADAPTER}}})", "{{lora_name}} running"),
             (f"sum by (lora_name) (sglang_lora_requests_waiting{{{ADAPTER}}})", "{{lora_name}} waiting")], "timeseries"),
         ("Routing info age", "s", [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from lora_telemetry import events as ev
+from lora_telemetry.sinks.prometheus.busiest import BusiestAdapters
+from lora_telemetry.sinks.prometheus.families import BUSIEST
 from lora_telemetry.sinks.prometheus.store import Store
 
 _RESERVED = {ev.BASE, ev.UNKNOWN, ev.OTHER}
@@ -35,10 +37,11 @@ class LabelGuard:
 class PrometheusSink:
     """Renders events as metric updates; knows nothing about SGLang."""
 
-    def __init__(self, store: Store, max_adapter_labels: int) -> None:
+    def __init__(self, store: Store, max_adapter_labels: int, busiest: BusiestAdapters | None = None) -> None:
         self.store = store
         self.label = LabelGuard(store, max_adapter_labels)
         self.seen = self.label.seen
+        self.busiest = busiest or BusiestAdapters(50)
         self.handlers = {
             ev.RequestAdmitted: self._admitted,
             ev.RequestFinished: self._finished,
@@ -74,34 +77,53 @@ class PrometheusSink:
             if type(event) in handlers:
                 handlers[type(event)](event)
 
+    def _top(self, name: str) -> str:
+        """The label of ``name`` in a family kept for the busiest adapters."""
+        return self.busiest.label(self.label(name))
+
+    def _known_top(self, name: str) -> str:
+        """For deferred handlers: reads the label guard and the busiest set, never adds to them (the
+        request's other series let its name in or folded it already)."""
+        name = self.label.known(name)
+        return name if name in self.busiest.members or name == ev.OTHER else ev.OTHER
+
+    def _served(self, name: str) -> None:
+        """One request seen: once a period the busiest set is re-ranked and the series of the
+        adapters it let go are dropped (a gauge counted up and down moves into ``__other__``)."""
+        if not self.busiest.served(name):
+            return
+        keep = self.busiest.members | {ev.OTHER, ev.UNKNOWN}
+        for family in BUSIEST:
+            self.store.keep_only(family, keep, ev.OTHER if family == "sglang_lora_requests_in_flight" else None)
+
     def _admitted(self, e: ev.RequestAdmitted) -> None:
-        self.store.inc("sglang_lora_requests_in_flight", (self.label(e.lora_name, True),))
+        self.store.inc("sglang_lora_requests_in_flight", (self.busiest.label(self.label(e.lora_name, True)),))
 
     def _finished(self, e: ev.RequestFinished) -> None:
         name = self.label(e.lora_name)
+        top = self.busiest.label(name)
         s = self.store
-        s.inc("sglang_lora_requests_in_flight", (name,), -1)
+        s.inc("sglang_lora_requests_in_flight", (top,), -1)
         s.inc("sglang_lora_requests_total", (name, e.outcome))
         s.inc("sglang_lora_prompt_tokens_total", (name,), e.prompt_tokens)
         s.inc("sglang_lora_generation_tokens_total", (name,), e.generation_tokens)
-        if e.outcome != "finished":
-            return  # latency of a request cut short says nothing about serving it
-        if e.ttft_s is not None:
-            s.observe("sglang_lora_time_to_first_token_seconds", (name,), e.ttft_s)
-        if e.e2e_s is not None:
-            s.observe("sglang_lora_e2e_request_latency_seconds", (name,), e.e2e_s)
+        if e.outcome == "finished":  # latency of a request cut short says nothing about serving it
+            if e.ttft_s is not None:
+                s.observe("sglang_lora_time_to_first_token_seconds", (top,), e.ttft_s)
+            if e.e2e_s is not None:
+                s.observe("sglang_lora_e2e_request_latency_seconds", (top,), e.e2e_s)
+        self._served(name)
 
     def _finished_phases(self, e: ev.RequestFinished) -> None:
-        """Deferred (see ``deferred_handlers``): reads the label guard, never adds to it; the
-        request's other series let its name in or folded it already."""
+        """Deferred (see ``deferred_handlers``)."""
         if e.outcome == "finished":
-            name = self.label.known(e.lora_name)
+            name = self._known_top(e.lora_name)
             for phase, seconds in e.phases().items():
                 self.store.observe("sglang_lora_ttft_phase_seconds", (name, phase), seconds)
 
     def _phases(self, e: ev.RequestPhases) -> None:
         """Deferred, like :meth:`_finished_phases` (the request's gpu lookup let its name in)."""
-        name = self.label.known(e.lora_name)
+        name = self._known_top(e.lora_name)
         for phase, seconds in e.phases().items():
             self.store.observe("sglang_lora_ttft_phase_seconds", (name, phase), seconds)
 
@@ -120,15 +142,21 @@ class PrometheusSink:
             self.store.ensure("sglang_lora_cache_lookups_total", (name, e.tier, "hit"))
             self.store.ensure("sglang_lora_cache_lookups_total", (name, e.tier, "miss"))
         self.store.inc("sglang_lora_cache_lookups_total", key)
+        if e.tier == "gpu":  # a scheduler's count of requests, for its busiest set
+            self.busiest.label(name)
+            self._served(name)
 
     def _slot_loaded(self, e: ev.SlotLoaded) -> None:
         name = self.label(e.lora_name)
-        self.store.inc("sglang_lora_pool_slot_loads_total", (name, e.cause))
-        self.store.inc("sglang_lora_pool_slot_load_bytes_total", (name,), e.bytes)
+        top = self.busiest.label(name)
+        self.store.inc("sglang_lora_pool_slot_loads_total", (name,))
+        if e.cause == "reload":
+            self.store.inc("sglang_lora_pool_slot_reloads_total", (top,))
+        self.store.inc("sglang_lora_pool_slot_load_bytes_total", (top,), e.bytes)
         if e.seconds is not None:
             self.store.observe("sglang_lora_pool_slot_load_seconds", (), e.seconds)
         if e.since_eviction_s is not None:
-            self.store.observe("sglang_lora_pool_reuse_seconds", (name,), e.since_eviction_s)
+            self.store.observe("sglang_lora_pool_reuse_seconds", (top,), e.since_eviction_s)
             if e.thrash:
                 self.store.inc("sglang_lora_pool_thrash_reloads_total", (name,))
 
@@ -152,19 +180,19 @@ class PrometheusSink:
             self.store.observe("sglang_lora_batch_adapters", (), distinct, batches)
 
     def _deferred(self, e: ev.AdmissionDeferred) -> None:
-        self.store.inc("sglang_lora_admission_deferrals_total", (self.label(e.lora_name), e.reason))
+        self.store.inc("sglang_lora_admission_deferrals_total", (self._top(e.lora_name), e.reason))
 
     def _waited(self, e: ev.AdmissionWaited) -> None:
-        self.store.observe("sglang_lora_admission_wait_seconds", (self.label(e.lora_name),), e.seconds)
+        self.store.observe("sglang_lora_admission_wait_seconds", (self._top(e.lora_name),), e.seconds)
 
     def _loaded(self, e: ev.AdapterLoaded) -> None:
-        name = self.label(e.lora_name)
+        name = self._top(e.lora_name)
         result = "success" if e.success else "failure"
         self.store.inc("sglang_lora_adapter_loads_total", (name, e.trigger, result))
         self.store.observe("sglang_lora_adapter_load_seconds", (e.trigger,), e.seconds)
 
     def _unloaded(self, e: ev.AdapterUnloaded) -> None:
-        self.store.inc("sglang_lora_adapter_unloads_total", (self.label(e.lora_name), e.reason))
+        self.store.inc("sglang_lora_adapter_unloads_total", (self._top(e.lora_name), e.reason))
 
     def _residency(self, e: ev.Residency) -> None:
         name = self.label(e.lora_name)
@@ -189,11 +217,12 @@ class PrometheusSink:
             ("sglang_lora_requests_waiting", e.waiting, self._waiting),
         ):
             counts: dict[str, int] = {}
-            for name, count in now.items():  # names past the label cap add up in __other__
-                label = self.label(name)
+            for name, count in now.items():  # names past the label cap or the busiest add up in __other__
+                label = self._top(name)
                 counts[label] = counts.get(label, 0) + count
             for gone in before - counts.keys():
-                s.set(family, (gone,), 0)
+                if gone == ev.OTHER or gone in self.busiest.members:  # the others' series are gone
+                    s.set(family, (gone,), 0)
             for label, count in counts.items():
                 s.set(family, (label,), count)
             before.clear()

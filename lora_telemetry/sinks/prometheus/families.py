@@ -1,5 +1,10 @@
 """Every metric family we export: name, type, labels, HELP. This is the contract.
 
+Families with ``busiest=True`` keep a ``lora_name`` of its own only for the K busiest adapters
+(``LORA_TELEMETRY_TOP_ADAPTERS``, see :mod:`.busiest`); the others' samples are under
+``__other__``. Every other family with ``lora_name`` is the per-adapter budget: at most
+``SERIES_PER_ADAPTER`` series for any adapter.
+
 Scheduler-side samples additionally carry ``dp_rank`` (one series per DP replica, never
 one per TP rank). ``merge`` says how samples of the same series from several processes
 combine: counters and histograms always add up; gauges add up over live processes
@@ -18,6 +23,9 @@ ADAPTER_LOAD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 PHASE_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0)
 REUSE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 BATCH_ADAPTER_BUCKETS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0)
+# Requests by outcome (finished, aborted), 2 token counters, 4 lookups (tier x result), slot loads,
+# evictions, thrash reloads, memory and residency in 2 tiers, per scheduler (dp_rank) where it counts
+SERIES_PER_ADAPTER = 15
 
 
 @dataclass(frozen=True)
@@ -28,18 +36,20 @@ class Family:
     help: str
     buckets: tuple[float, ...] = ()
     merge: str = "sum"
+    busiest: bool = False  # lora_name only for the K busiest adapters, else __other__
 
 
-def _counter(name: str, labels: tuple[str, ...], help: str) -> Family:
-    return Family(name, "counter", labels, help)
+def _counter(name: str, labels: tuple[str, ...], help: str, busiest: bool = False) -> Family:
+    return Family(name, "counter", labels, help, busiest=busiest)
 
 
-def _gauge(name: str, labels: tuple[str, ...], help: str, merge: str = "sum") -> Family:
-    return Family(name, "gauge", labels, help, merge=merge)
+def _gauge(name: str, labels: tuple[str, ...], help: str, merge: str = "sum", busiest: bool = False) -> Family:
+    return Family(name, "gauge", labels, help, merge=merge, busiest=busiest)
 
 
-def _histogram(name: str, labels: tuple[str, ...], help: str, buckets: tuple[float, ...]) -> Family:
-    return Family(name, "histogram", labels, help, buckets)
+def _histogram(name: str, labels: tuple[str, ...], help: str, buckets: tuple[float, ...],
+               busiest: bool = True) -> Family:
+    return Family(name, "histogram", labels, help, buckets, busiest=busiest and "lora_name" in labels)
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -52,7 +62,8 @@ FAMILIES: tuple[Family, ...] = (
                "Time from arrival to the first output token.", LATENCY_BUCKETS),
     _histogram("sglang_lora_e2e_request_latency_seconds", ("lora_name",),
                "Time from arrival to the end of the request.", LATENCY_BUCKETS),
-    _gauge("sglang_lora_requests_in_flight", ("lora_name",), "Requests admitted and not yet finished."),
+    _gauge("sglang_lora_requests_in_flight", ("lora_name",), "Requests admitted and not yet finished.",
+           busiest=True),
     _histogram("sglang_lora_ttft_phase_seconds", ("lora_name", "phase"),
                "Where time to first token went: phase = http, host_load, dispatch, queue, admission, slot_load, "
                "prefill, output.",
@@ -61,11 +72,13 @@ FAMILIES: tuple[Family, ...] = (
     _counter("sglang_lora_cache_lookups_total", ("lora_name", "tier", "result"),
              "Adapter lookups. tier=host: at arrival, hit if the adapter was loaded. "
              "tier=gpu: when a request is first scheduled, hit if its adapter held a pool slot."),
-    _counter("sglang_lora_pool_slot_loads_total", ("lora_name", "cause"),
-             "Copies of an adapter into a pool slot; cause = admission (for requests being admitted), reload "
-             "(for a decode step of running requests whose adapter was evicted under them)."),
+    _counter("sglang_lora_pool_slot_loads_total", ("lora_name",), "Copies of an adapter into a pool slot."),
+    _counter("sglang_lora_pool_slot_reloads_total", ("lora_name",),
+             "Slot loads for a decode step of running requests whose adapter was evicted under them (the "
+             "rest are for requests being admitted).", busiest=True),
     _counter("sglang_lora_pool_slot_load_bytes_total", ("lora_name",),
-             "Bytes of adapter weights copied into pool slots (rate() over the slot load time: copy bandwidth)."),
+             "Bytes of adapter weights copied into pool slots (rate() over the slot load time: copy bandwidth).",
+             busiest=True),
     _counter("sglang_lora_pool_evictions_total", ("lora_name",),
              "Times the adapter was evicted from its pool slot to make room for another."),
     _histogram("sglang_lora_pool_slot_load_seconds", (), "Time to copy one adapter into a pool slot.",
@@ -80,16 +93,16 @@ FAMILIES: tuple[Family, ...] = (
                BATCH_ADAPTER_BUCKETS),
     _counter("sglang_lora_admission_deferrals_total", ("lora_name", "reason"),
              "Requests passed over at admission, once each: reason = slot (their adapter could not get a pool "
-             "slot), drain (SGLang's LoRA drainer held them back)."),
+             "slot), drain (SGLang's LoRA drainer held them back).", busiest=True),
     _histogram("sglang_lora_admission_wait_seconds", ("lora_name",),
                "Time from a request's first deferral to its scheduling.", LATENCY_BUCKETS),
     # Adapter lifecycle
     _counter("sglang_lora_adapter_loads_total", ("lora_name", "trigger", "result"),
-             "Adapter loads into host memory; trigger = startup, api, reload, on_demand."),
+             "Adapter loads into host memory; trigger = startup, api, reload, on_demand.", busiest=True),
     _histogram("sglang_lora_adapter_load_seconds", ("trigger",), "Wall time of an adapter load over all ranks.",
                ADAPTER_LOAD_BUCKETS),
     _counter("sglang_lora_adapter_unloads_total", ("lora_name", "reason"),
-             "Adapter unloads from host memory; reason = api, capacity (max_loaded_loras)."),
+             "Adapter unloads from host memory; reason = api, capacity (max_loaded_loras).", busiest=True),
     _gauge("sglang_lora_adapters_loaded", (), "Adapters held in host memory."),
     _gauge("sglang_lora_adapter_resident", ("lora_name", "tier", "pinned"),
            "1 while the adapter is held in the tier (host, gpu), 0 after it left."),
@@ -97,8 +110,10 @@ FAMILIES: tuple[Family, ...] = (
            "Bytes the adapter takes: host = its weight copy; gpu = the pool slot it holds."),
     _gauge("sglang_lora_pool_capacity_bytes", (), "Bytes reserved for all pool slots."),
     # Routing (Gateway API Inference Extension model server protocol)
-    _gauge("sglang_lora_requests_running", ("lora_name",), "Requests of the adapter in the running batch."),
-    _gauge("sglang_lora_requests_waiting", ("lora_name",), "Requests of the adapter in the waiting queue."),
+    _gauge("sglang_lora_requests_running", ("lora_name",), "Requests of the adapter in the running batch.",
+           busiest=True),
+    _gauge("sglang_lora_requests_waiting", ("lora_name",), "Requests of the adapter in the waiting queue.",
+           busiest=True),
     _gauge("sglang_lora_requests_info", ("running_lora_adapters", "waiting_lora_adapters", "max_lora"),
            "Last update time (Unix seconds); labels list the running and waiting adapters and the slot count.",
            merge="max"),
@@ -114,3 +129,4 @@ FAMILIES: tuple[Family, ...] = (
 )
 
 BY_NAME: dict[str, Family] = {family.name: family for family in FAMILIES}
+BUSIEST: tuple[str, ...] = tuple(family.name for family in FAMILIES if family.busiest)

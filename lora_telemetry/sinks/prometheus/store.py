@@ -70,6 +70,19 @@ class Store:
             series[labels] = [0] * (len(self._buckets[family]) + 2) if histogram else 0
             self.version = next(self._numbers)
 
+    def keep_only(self, family: str, keep: set[str], move_to: str | None = None) -> None:
+        """Drop the series of ``family`` whose first label (``lora_name``) is not in ``keep``; with
+        ``move_to``, add their values to that name's series first (a gauge counted up and down)."""
+        series = self.values[family]
+        gone = [key for key in series if key[0] not in keep]
+        for key in gone:
+            value = series.pop(key, 0)
+            if move_to is not None:
+                into = (move_to, *key[1:])
+                series[into] = series.get(into, 0) + value
+        if gone:
+            self.version = next(self._numbers)
+
     def get(self, family: str, labels: LabelValues = ()) -> Any:
         return self.values[family].get(labels)
 

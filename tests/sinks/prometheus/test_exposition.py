@@ -82,7 +82,7 @@ def test_render_is_cached_until_something_changes(tmp_path):
     renderer = Renderer(store, tmp_path)
     first = renderer.render()
     assert renderer.render() is first
-    store.inc("sglang_lora_pool_slot_loads_total", ("qa", "admission"))
+    store.inc("sglang_lora_pool_slot_loads_total", ("qa",))
     assert renderer.render() is not first
 
 
