@@ -62,6 +62,7 @@ class ScrapeCost:
     render: Timing  # GET /metrics in the main process
     first_render: float  # the first scrape, nothing rendered before
     exposition_bytes: int
+    series: int  # samples in the exposition
     publish: Timing  # a scheduler writing its snapshot (a thread of its own, beside the scheduler's loop)
 
 
@@ -77,7 +78,7 @@ def synthetic(adapters: int, scrapes: int = 20, churn: float = 0.1) -> ScrapeCos
         publisher.publish()
         renderer = Renderer(main, Path(directory))
         start = time.perf_counter()
-        size = len(renderer.render())
+        body = renderer.render()
         first = time.perf_counter() - start
         renders, publishes = [], []
         for scrape in range(scrapes):
@@ -90,9 +91,14 @@ def synthetic(adapters: int, scrapes: int = 20, churn: float = 0.1) -> ScrapeCos
             publisher.publish()
             publishes.append(time.perf_counter() - start)
             start = time.perf_counter()
-            size = len(renderer.render())
+            body = renderer.render()
             renders.append(time.perf_counter() - start)
-    return ScrapeCost(summarize(renders), first, size, summarize(publishes))
+    return ScrapeCost(summarize(renders), first, len(body), samples(body), summarize(publishes))
+
+
+def samples(body: bytes) -> int:
+    """Sample lines of a text exposition (not HELP or TYPE)."""
+    return body.count(b"\n") - body.count(b"# HELP ") - body.count(b"# TYPE ")
 
 
 def live(url: str, scrapes: int = 20) -> tuple[Timing, int]:
