@@ -8,6 +8,7 @@ finds it. Child processes publish snapshots there; the main process renders them
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -32,6 +33,7 @@ from lora_telemetry.sinks.traces import HostSpanAnnotator, TraceSink, make_trace
 logger = logging.getLogger("lora_telemetry")
 STATE_DIR_ENV = "LORA_TELEMETRY_STATE_DIR"
 _STATE_PREFIX = "lora_telemetry-"
+BUSIEST_FILE = "busiest.json"  # the main process's busiest adapters, for its schedulers
 
 
 class Sink(Protocol):
@@ -95,7 +97,9 @@ class Telemetry:
     def __init__(self, cfg: config_module.Config) -> None:
         self.config = cfg
         self.store = Store()
-        self.prometheus = PrometheusSink(self.store, cfg.max_adapter_labels, BusiestAdapters(cfg.top_adapters))
+        self.is_main = not _spawned_by_run(os.environ.get(STATE_DIR_ENV))
+        self.prometheus = PrometheusSink(self.store, cfg.max_adapter_labels,
+                                         BusiestAdapters(cfg.top_adapters, leader=self.is_main))
         self.sinks: list[Sink] = [self.prometheus, LogSink(cfg.log_format, cfg.log_level, cfg.log_file, process_info),
                                   HostSpanAnnotator()]
         if cfg.traces and (tracer := _tracer()) is not None:
@@ -111,7 +115,6 @@ class Telemetry:
                                      (self._later_routes, getattr(sink, "deferred_handlers", {}))):
                 for kind, handler in handlers.items():
                     routes[kind] = (*routes.get(kind, ()), handler)
-        self.is_main = not _spawned_by_run(os.environ.get(STATE_DIR_ENV))
         if self.is_main:
             base = _state_base()
             _remove_dead_runs(base)
@@ -126,6 +129,7 @@ class Telemetry:
         self._deferred: deque[Any] = deque()
         self._render_lock = threading.Lock()
         self._runner: threading.Thread | None = None
+        self._busiest_seen: Any = None  # the busiest set's version shared (main), or its file's mtime followed
         self.sink_errors = 0
 
     def emit(self, event: Any) -> None:
@@ -173,7 +177,34 @@ class Telemetry:
         return _telemetry is self
 
     def render_deferred(self) -> None:
-        """Run what was deferred (on the publisher's thread, or a flush's); one runner at a time."""
+        """Run what was deferred (on the publisher's thread, or a flush's); one runner at a time.
+        Then the busiest adapters' set goes from the main process to the schedulers."""
+        self._run_deferred()
+        try:
+            self._share_busiest() if self.is_main else self._follow_busiest()
+        except (OSError, ValueError):
+            self._sink_failed()
+
+    def _share_busiest(self) -> None:
+        busiest = self.prometheus.busiest
+        if busiest.version == self._busiest_seen:
+            return
+        self._busiest_seen = busiest.version
+        tmp = self.state_dir / f".{BUSIEST_FILE}.tmp"
+        tmp.write_text(json.dumps(sorted(busiest.members)))
+        os.replace(tmp, self.state_dir / BUSIEST_FILE)
+
+    def _follow_busiest(self) -> None:
+        path = self.state_dir / BUSIEST_FILE
+        try:
+            changed = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if changed != self._busiest_seen:
+            self._busiest_seen = changed
+            self.prometheus.follow(json.loads(path.read_text()))
+
+    def _run_deferred(self) -> None:
         with self._render_lock:
             while self._deferred:
                 handlers, item = self._deferred.popleft()

@@ -88,10 +88,18 @@ class PrometheusSink:
         return name if name in self.busiest.members or name == ev.OTHER else ev.OTHER
 
     def _served(self, name: str) -> None:
-        """One request seen: once a period the busiest set is re-ranked and the series of the
-        adapters it let go are dropped (a gauge counted up and down moves into ``__other__``)."""
-        if not self.busiest.served(name):
-            return
+        """One request seen: once a period the busiest set is re-ranked."""
+        if self.busiest.served(name):
+            self._drop_quiet()
+
+    def follow(self, names: list[str]) -> None:
+        """Take the leading process's busiest set (a scheduler, on its publishing thread)."""
+        if self.busiest.follow(names):
+            self._drop_quiet()
+
+    def _drop_quiet(self) -> None:
+        """The series of adapters no longer among the busiest go (a gauge counted up and down
+        moves into ``__other__``)."""
         keep = self.busiest.members | {ev.OTHER, ev.UNKNOWN}
         for family in BUSIEST:
             self.store.keep_only(family, keep, ev.OTHER if family == "sglang_lora_requests_in_flight" else None)

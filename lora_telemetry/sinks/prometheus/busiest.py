@@ -13,15 +13,17 @@ the lowest score only when its own score is more than ``MARGIN`` times that: an 
 boundary does not flap in and out from one scrape to the next. A member that is replaced loses
 its series (Prometheus marks them stale; its later observations count under ``__other__``).
 
-Each process keeps its own choice (the tokenizer counts finished requests, a scheduler its gpu
-lookups: the same requests), so the processes agree but for adapters at the margin.
+The tokenizer process leads: it counts finished requests and ranks. Scheduler processes follow:
+they let adapters in on their own only while they know fewer than K (so a small deployment's
+first requests get their series at once), and otherwise take the leader's set, which the runtime
+hands them through the run's state directory within a publishing interval.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from lora_telemetry import events as ev
 
@@ -34,9 +36,11 @@ _PASS = {ev.OTHER, ev.UNKNOWN}
 class BusiestAdapters:
     """Members: the adapters whose top-K series exist. :meth:`label` is on the hot path: a set lookup."""
 
-    def __init__(self, k: int, clock: Callable[[], float] = time.monotonic, period_s: float = PERIOD_S) -> None:
-        self.k, self.clock, self.period_s = k, clock, period_s
+    def __init__(self, k: int, clock: Callable[[], float] = time.monotonic, period_s: float = PERIOD_S,
+                 leader: bool = True) -> None:
+        self.k, self.clock, self.period_s, self.leader = k, clock, period_s, leader
         self.members: set[str] = set()
+        self.version = 0  # changes whenever the members do (the leader's set is shared when it does)
         self.requests: Counter[str] = Counter()  # this period's
         self.scores: dict[str, float] = {}
         self._next = clock() + period_s
@@ -47,11 +51,23 @@ class BusiestAdapters:
             return name
         if len(self.members) < self.k:
             self.members.add(name)
+            self.version += 1
             return name
         return ev.OTHER
 
+    def follow(self, names: Iterable[str]) -> list[str]:
+        """A follower takes the leader's set (and keeps its own newest while the leader knows fewer
+        than K). Returns the members it let go."""
+        leader = set(names)
+        keep = leader | set(sorted(self.members - leader)[:max(0, self.k - len(leader))])
+        gone = sorted(self.members - keep)
+        self.members = keep
+        return gone
+
     def served(self, name: str) -> list[str]:
-        """Count one request of ``name``; once a period re-rank. Returns the members replaced."""
+        """Count one request of ``name``; once a period re-rank (the leader). Returns the members replaced."""
+        if not self.leader:
+            return []
         self.requests[name] += 1
         if self.clock() < self._next:
             return []
@@ -74,4 +90,5 @@ class BusiestAdapters:
             self.members.discard(leaving)
             self.members.add(newcomer)
             replaced.append(leaving)
+        self.version += bool(replaced)
         return replaced

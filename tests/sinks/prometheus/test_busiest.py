@@ -73,3 +73,17 @@ def test_a_replaced_adapters_series_go_and_its_later_observations_count_as_other
     sink.record(ev.RequestFinished("b", "finished", 3, 4, 0.05, 0.2))
     assert store.values["sglang_lora_requests_in_flight"][(ev.OTHER,)] == 0
     assert store.get("sglang_lora_requests_total", ("b", "finished")) == 2  # the budget's series stay exact
+
+
+def test_a_follower_lets_adapters_in_until_it_knows_k_then_takes_the_leaders_set():
+    store = Store()
+    sink = PrometheusSink(store, 100, BusiestAdapters(2, leader=False))
+    for name in ("x", "y", "z"):
+        sink.record(ev.AdmissionWaited(name, 0.01))
+    waits = store.values["sglang_lora_admission_wait_seconds"]
+    assert {labels[0] for labels in waits} == {"x", "y", ev.OTHER}  # the first two at once
+    sink.follow(["y"])  # the leader knows one: the follower keeps one of its own beside it
+    assert sink.busiest.members == {"x", "y"}
+    sink.follow(["z", "y"])
+    assert sink.busiest.members == {"y", "z"} and {labels[0] for labels in waits} == {"y", ev.OTHER}
+    assert sink.busiest.served("z") == [] and sink.busiest.requests == {}  # a follower never ranks
