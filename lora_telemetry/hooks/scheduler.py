@@ -80,6 +80,13 @@ def _routing_state(running: list, batch_reqs: list, waiting: list, refs: dict, s
     runtime.emit(ev.RoutingState(dict(by_name[0]), dict(by_name[1]), slots, at))
 
 
+def _running_lists(scheduler: Any) -> list:
+    """The request lists of the running batch; with pipeline parallelism, of every micro-batch's
+    (SGLang swaps ``running_batch`` per micro-batch and keeps them all in ``running_mbs``)."""
+    micro_batches = getattr(scheduler, "running_mbs", None) or (getattr(scheduler, "running_batch", None),)
+    return [reqs for b in micro_batches if (reqs := getattr(b, "reqs", None))]
+
+
 def _flush(scheduler: Any, batch: Any, now: float) -> None:
     """Hands the work on, with what it reads taken now: SGLang's request lists (replaced, never edited),
     a copy of the waiting queue (edited in place) and of the adapter names (an adapter may be unloaded)."""
@@ -92,10 +99,10 @@ def _flush(scheduler: Any, batch: Any, now: float) -> None:
     # step later); SGLang's admission no longer counts them as holding a slot, and neither do we. That
     # is read now: by the time the publisher counts, a short request has finished. ``finished()`` is
     # ``finished_reason is not None`` (0.5.21, 0.5.23); the field read is a third of the call's cost.
-    batch_list = getattr(getattr(scheduler, "running_batch", None), "reqs", None) or ()
-    running = [r for r in batch_list if r.finished_reason is None]
+    lists = _running_lists(scheduler)
+    running = [r for reqs in lists for r in reqs if r.finished_reason is None]
     joining = [r for r in batch.reqs if r.finished_reason is None] \
-        if batch is not None and batch.reqs is not batch_list else []
+        if batch is not None and all(batch.reqs is not reqs for reqs in lists) else []
     runtime.defer(functools.partial(
         safely, "scheduler_run_batch", _routing_state, running, joining,
         list(scheduler.waiting_queue), dict(_manager(scheduler).lora_refs), scheduler.max_loras_per_batch,

@@ -115,6 +115,18 @@ def test_routing_gauges_count_the_running_batch_beside_a_prefill_batch(emitted):
     assert routing.running == {"qa": 2, "sql": 1}
 
 
+def test_with_pipeline_parallelism_the_routing_gauges_count_every_micro_batch(emitted):
+    """SGLang swaps ``running_batch`` per micro-batch; the running requests are those of all of them."""
+    rank_state.set_reporting_rank(True)
+    scheduler._state["last_flush"] = 0.0
+    sched = _scheduler(_pool({None: 0, "u1": 1, "u2": 2}), REFS)
+    sched.running_mbs = [NS(reqs=[_req("a", "u1"), _req("b", "u1")]), NS(reqs=[_req("c", "u2")])]
+    sched.running_batch = sched.running_mbs[1]  # the micro-batch whose turn it is
+    scheduler.run_batch(sched, NS(reqs=sched.running_batch.reqs, forward_mode=Mode("decode")))
+    [routing] = _of(emitted, ev.RoutingState)
+    assert routing.running == {"qa": 2, "sql": 1}
+
+
 def test_a_finished_request_not_yet_filtered_from_the_running_batch_holds_no_slot(emitted):
     """The overlap scheduler filters finished requests a step late; SGLang's admission skips them."""
     rank_state.set_reporting_rank(True)

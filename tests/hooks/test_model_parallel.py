@@ -8,10 +8,13 @@ what the server holds; requests, lookups and slot loads happen once, whatever th
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 
 import pytest
 
+from lora_telemetry.scrape import Metrics
 from tests.adapter_sizes import host_bytes, pool_capacity
 from tests.conftest import generate, lora_paths, metrics_when, running_server
 from tests.pool_model import BASE, PoolModel
@@ -63,3 +66,24 @@ def test_memory_sums_to_what_every_rank_holds(server, bed):
         capacity = RANKS * pool_capacity(bed.model, SLOTS, max_rank=8)  # each stage every layer's buffers
     assert m.total("sglang_lora_pool_capacity_bytes") == capacity
     assert m.total("sglang_lora_adapter_memory_bytes", lora_name="chat", tier="gpu") == capacity // SLOTS
+
+
+def test_the_running_gauge_counts_the_requests_of_every_micro_batch(server):
+    """With ``--pp-size`` SGLang runs micro-batches in turn, each with its own running requests: four
+    long requests started apart land in both, and every scrape while all four decode reads 4."""
+    names = ["qa", "sql", "qa", "chat"]
+    threads = [threading.Thread(target=generate, args=(server, name), kwargs={"tokens": 480}) for name in names]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.2)
+    reads = []
+    while any(t.is_alive() for t in threads):
+        reads.append(Metrics.fetch(server.url).total("sglang_lora_requests_running"))
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join()
+    streak = longest = 0
+    for value in reads:
+        streak = streak + 1 if value == len(names) else 0
+        longest = max(longest, streak)
+    assert longest >= 5, reads  # half a second of scrapes: never one micro-batch's share
