@@ -182,7 +182,8 @@ class Telemetry:
         self._run_deferred()
         try:
             self._share_busiest() if self.is_main else self._follow_busiest()
-        except (OSError, ValueError):
+            self.prometheus.settle()
+        except Exception:  # a thread of ours: it must go on
             self._sink_failed()
 
     def _share_busiest(self) -> None:

@@ -8,6 +8,7 @@ from lora_telemetry.sinks.prometheus.families import BUSIEST
 from lora_telemetry.sinks.prometheus.store import Store
 
 _RESERVED = {ev.BASE, ev.UNKNOWN, ev.OTHER}
+IN_FLIGHT = "sglang_lora_requests_in_flight"  # counted up and down, on one thread
 
 
 class LabelGuard:
@@ -70,6 +71,7 @@ class PrometheusSink:
         self._waiting: set[str] = set()
         self._host_loaded: set[str] = set()
         self._versions = ("", "")
+        self._sweeps = 0  # sweeps left after the busiest set changed (see settle)
 
     def record(self, event: object) -> None:
         """Render one event now, deferred handlers included (the runtime calls the handlers itself)."""
@@ -99,10 +101,22 @@ class PrometheusSink:
 
     def _drop_quiet(self) -> None:
         """The series of adapters no longer among the busiest go (a gauge counted up and down
-        moves into ``__other__``)."""
+        moves into ``__other__``). Another thread may have named one of them a moment before and
+        write its series again: :meth:`settle` sweeps once more."""
         keep = self.busiest.members | {ev.OTHER, ev.UNKNOWN}
         for family in BUSIEST:
-            self.store.keep_only(family, keep, ev.OTHER if family == "sglang_lora_requests_in_flight" else None)
+            self.store.keep_only(family, keep, ev.OTHER if family == IN_FLIGHT else None)
+        self._sweeps = 2
+
+    def settle(self) -> None:
+        """Called by the runtime on the thread that runs deferred work, after running it: sweeps
+        the series a racing writer put back after a drop (the in-flight gauge has one writer)."""
+        if self._sweeps:
+            self._sweeps -= 1
+            keep = self.busiest.members | {ev.OTHER, ev.UNKNOWN}
+            for family in BUSIEST:
+                if family != IN_FLIGHT:
+                    self.store.keep_only(family, keep)
 
     def _admitted(self, e: ev.RequestAdmitted) -> None:
         self.store.inc("sglang_lora_requests_in_flight", (self.busiest.label(self.label(e.lora_name, True)),))

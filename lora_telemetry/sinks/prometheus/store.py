@@ -74,7 +74,7 @@ class Store:
         """Drop the series of ``family`` whose first label (``lora_name``) is not in ``keep``; with
         ``move_to``, add their values to that name's series first (a gauge counted up and down)."""
         series = self.values[family]
-        gone = [key for key in series if key[0] not in keep]
+        gone = [key for key in list(series) if key[0] not in keep]  # list(): atomic against other writers
         for key in gone:
             value = series.pop(key, 0)
             if move_to is not None:

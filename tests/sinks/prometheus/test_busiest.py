@@ -87,3 +87,16 @@ def test_a_follower_lets_adapters_in_until_it_knows_k_then_takes_the_leaders_set
     sink.follow(["z", "y"])
     assert sink.busiest.members == {"y", "z"} and {labels[0] for labels in waits} == {"y", ev.OTHER}
     assert sink.busiest.served("z") == [] and sink.busiest.requests == {}  # a follower never ranks
+
+
+def test_a_series_written_back_by_a_racing_thread_after_a_drop_is_swept_once_settled():
+    store = Store()
+    sink = PrometheusSink(store, 100, BusiestAdapters(1, leader=False))
+    sink.record(ev.AdmissionWaited("x", 0.01))
+    sink.follow(["y"])
+    store.observe("sglang_lora_admission_wait_seconds", ("x",), 0.02)  # named "x" just before the drop
+    sink.settle()
+    assert {labels[0] for labels in store.values["sglang_lora_admission_wait_seconds"]} == set()
+    sink.record(ev.AdmissionWaited("y", 0.01))
+    sink.settle(), sink.settle()
+    assert {labels[0] for labels in store.values["sglang_lora_admission_wait_seconds"]} == {"y"}
