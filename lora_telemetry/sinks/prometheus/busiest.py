@@ -56,8 +56,9 @@ class BusiestAdapters:
         return ev.OTHER
 
     def follow(self, names: Iterable[str]) -> list[str]:
-        """A follower takes the leader's set (and keeps its own newest while the leader knows fewer
-        than K). Returns the members it let go."""
+        """A follower takes the leader's set, and while the leader knows fewer than K keeps members
+        of its own (the leader has not seen their requests finish yet) up to K. Returns the members
+        it let go."""
         leader = set(names)
         keep = leader | set(sorted(self.members - leader)[:max(0, self.k - len(leader))])
         gone = sorted(self.members - keep)
