@@ -41,6 +41,7 @@ batch_cause = ["admission"]
 _PINNED_COUNTED = "_lora_telemetry_pinned_counted"
 # Adapters SGLang makes for itself, not served to anyone: UNO speculative decoding's draft.
 INTERNAL_ADAPTERS = frozenset({"__uno_draft__"})
+_INTERNAL_POOL = "_lora_telemetry_internal"
 
 
 def lora_name(uid: Any, refs: dict) -> str:
@@ -136,10 +137,21 @@ def _record(pool: Any, cur_uids: Any, refs: dict) -> None:
     runtime.emit(ev.PoolBatch(time.time(), tuple(lora_name(uid, refs) for uid in ordered), pool_settings(pool)))
 
 
+def _internal_pool(pool: Any, refs: dict) -> bool:
+    """A pool SGLang made for itself: UNO's LoRA manager loads its draft adapter before it makes
+    its 2-slot pool, whose first batch (the base model's, ``LoRAManager.init_memory_pool``) sees the
+    draft among the refs already. Decided at a pool's first batch, when its refs are few."""
+    internal = getattr(pool, _INTERNAL_POOL, None)
+    if internal is None:
+        internal = any(getattr(ref, "lora_name", None) in INTERNAL_ADAPTERS for ref in refs.values())
+        setattr(pool, _INTERNAL_POOL, internal)
+    return internal
+
+
 def _prepared(pool: Any, before: dict | None, cur_uids: Any, recording: bool, args: tuple, kwargs: dict) -> None:
     reports = reporting_rank()
     refs = kwargs.get("lora_refs", args[2] if len(args) > 2 else {})
-    if any(uid is not None and lora_name(uid, refs) in INTERNAL_ADAPTERS for uid in cur_uids):
+    if _internal_pool(pool, refs):
         return
     if before is not None:
         adapters = kwargs.get("lora_adapters", args[0] if args else {})

@@ -231,10 +231,17 @@ def test_a_rank_that_does_not_count_reports_only_the_memory_it_holds(emitted):
     assert "u1" not in memory_pool._copy_seconds  # nothing kept on ranks that do not count
 
 
-def test_sglangs_own_draft_adapter_is_not_an_adapter(emitted):
+def test_sglangs_own_draft_pool_is_in_no_series(emitted):
+    """UNO's LoRA manager (sglang/srt/speculative/uno_lora.py) loads its draft, then makes a 2-slot
+    pool whose first batch is the base model's alone (LoRAManager.init_memory_pool), then the draft's.
+    Neither is a slot load of ours, and that pool's slots are not the server's."""
     rank_state.set_reporting_rank(True)
-    _prepare(_pool({None: 0}), {"d"}, {"d": NS(lora_name="__uno_draft__", pinned=False)})
+    draft_pool, refs = _pool({}), {"d": NS(lora_name="__uno_draft__", pinned=True)}
+    _prepare(draft_pool, {None}, refs)
+    _prepare(draft_pool, {None, "d"}, refs)
     assert emitted == []
+    _prepare(_pool({}), {None}, REFS)  # a served pool's first batch is counted
+    assert [e.lora_name for e in _of(emitted, ev.SlotLoaded)] == [ev.BASE] and _of(emitted, ev.PoolState)
 
 
 def test_overlapped_copies_are_timed_until_done_and_their_pinned_copy_counted(emitted):
