@@ -1,7 +1,8 @@
 """``lora-telemetry bench --plan-effect``: one skewed workload served twice on identical test-bed
 servers, first with SGLang's LRU, then with the plan ``advise --plan`` makes from the first run's
-access log; the plan's predicted gpu hit rate beside the one measured, and for the hot adapters
-(pinned or raised) the slot loads their requests waited for, that wait, and their TTFT.
+access log; the plan's predicted gpu hit rate, slot loads (reloads among them) and slot-load time
+beside those measured, and for the hot adapters (pinned or raised) the slot loads, the time their
+requests waited for them, and their TTFT.
 
 Both servers hold every adapter in host memory before traffic starts (the first from
 ``--lora-paths``, the second by preloading its plan), so the gpu tier is the only difference.
@@ -58,9 +59,22 @@ class Served:
     def hit_rate(self) -> float:
         return self.hits / (self.hits + self.misses) if self.hits + self.misses else 0.0
 
-    def slot_loads(self, names: list[str]) -> float:
-        """Requests of ``names`` whose adapter had to be copied into a slot first."""
-        return self._delta("sglang_lora_cache_lookups_total", names, tier="gpu", result="miss")
+    def slot_loads(self, names: list[str] | None = None) -> float:
+        """Copies of ``names`` (of every adapter when None) into a slot, reloads included."""
+        names = [n for n in self._adapters() if n != "__base__"] if names is None else names
+        return self._delta("sglang_lora_pool_slot_loads_total", names)
+
+    def _adapters(self) -> list[str]:
+        return list(self.run.after.by("sglang_lora_pool_slot_loads_total", "lora_name"))
+
+    @property
+    def reloads(self) -> float:
+        return self._delta("sglang_lora_pool_slot_reloads_total")
+
+    @property
+    def slot_load_time(self) -> float:
+        """Seconds the server spent copying adapters into slots (every copy, timed where it happens)."""
+        return self._delta("sglang_lora_pool_slot_load_seconds_sum")
 
     def slot_load_seconds(self, names: list[str]) -> float:
         """Time the requests of ``names`` spent waiting for those copies (their TTFT's slot_load phase)."""
@@ -77,6 +91,7 @@ class Served:
         names = sorted({o.adapter for o in self.outcomes})
         return {"gpu_hit_rate": self.hit_rate, "hits": self.hits, "misses": self.misses,
                 "slot_loads": {name: self.slot_loads([name]) for name in names},
+                "slot_loads_total": self.slot_loads(), "reloads": self.reloads, "slot_load_s": self.slot_load_time,
                 "hot_slot_loads": self.slot_loads(hot), "hot_slot_load_s": self.slot_load_seconds(hot),
                 "ttft_p95_hot": self.ttft_p95(hot), "ok": self.succeeded()}
 
@@ -96,14 +111,17 @@ def _ms(value: float | None) -> str:
 
 
 def _table(stock: Served, planned: Served, plan: Planned, hot: list[str]) -> Table:
-    table = Table(title="The same workload, SGLang's LRU then the plan")
-    for column in ("", "gpu hit rate predicted", "gpu hit rate measured", "hot: slot loads",
+    table = Table(title="The same workload, SGLang's LRU then the plan (predicted / measured)")
+    for column in ("", "gpu hit rate", "slot loads", "of them reloads", "slot-load time", "hot: slot loads",
                    "hot: time in slot loads", f"TTFT p95, hot ({', '.join(hot)})", "TTFT p95, all", "requests ok"):
         table.add_column(column, justify="left" if not column else "right")
     everyone = sorted({o.adapter for o in stock.outcomes})
-    for label, predicted, served in (("LRU (stock)", plan.recorded.hit_rate, stock),
-                                     (f"plan: {plan.chosen.describe()}", plan.chosen.hit_rate, planned)):
-        table.add_row(label, f"{predicted:.1%}", f"{served.hit_rate:.1%}", f"{served.slot_loads(hot):.0f}",
+    for label, predicted, served in (("LRU (stock)", plan.recorded, stock),
+                                     (f"plan: {plan.chosen.describe()}", plan.chosen, planned)):
+        table.add_row(label, f"{predicted.hit_rate:.1%} / {served.hit_rate:.1%}",
+                      f"{predicted.slot_loads} / {served.slot_loads():.0f}",
+                      f"{predicted.reloads} / {served.reloads:.0f}",
+                      f"{_ms(predicted.slot_load_s)} / {_ms(served.slot_load_time)}", f"{served.slot_loads(hot):.0f}",
                       _ms(served.slot_load_seconds(hot)), _ms(served.ttft_p95(hot)), _ms(served.ttft_p95(everyone)),
                       f"{served.succeeded()}/{len(served.outcomes)}")
     return table
@@ -153,12 +171,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
     hot = hot or planned_plan.plan.preload[:1]
     console.print(_table(stock, planned, planned_plan, hot))
     error = planned.hit_rate - planned_plan.chosen.hit_rate
-    console.print(f"measured with the plan minus predicted: {error * 100:+.1f} points of gpu hit rate")
+    loads = planned.slot_loads()
+    off = (chosen.slot_loads - loads) / loads if loads else 0.0
+    console.print(f"measured with the plan minus predicted: {error * 100:+.1f} points of gpu hit rate; "
+                  f"slot loads predicted {off:+.0%} off the {loads:.0f} measured")
     chart = _chart(stock, planned, out)
     figures = {"plan": json.loads(plan_file.read_text()), "hot": hot,
                "stock": stock.figures(hot),
                "planned": {**planned.figures(hot), "predicted": chosen.hit_rate,
-                           "predicted_range": [chosen.low, chosen.high]}}
+                           "predicted_range": [chosen.low, chosen.high], "predicted_slot_loads": chosen.slot_loads,
+                           "predicted_reloads": chosen.reloads, "predicted_slot_load_s": chosen.slot_load_s},
+               "plan_helps": planned_plan.helps}
     (out / "plan-effect.json").write_text(json.dumps(figures, indent=1))
     console.print(f"wrote {plan_file}, {out / 'plan-effect.json'} and {chart}")
     return 0

@@ -111,6 +111,10 @@ def _rate(value: float | None) -> str:
     return "?" if value is None else f"{value:.1%}"
 
 
+def _seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:.3f} s" if value < 10 else f"{value:,.1f} s"
+
+
 def _range(candidate: planner.Candidate) -> str:
     return f"{candidate.low:.1%}" if candidate.low == candidate.high else f"{candidate.low:.1%}-{candidate.high:.1%}"
 
@@ -125,21 +129,39 @@ def _write_plan(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]{error}[/red]")
         return 1
     plan = planned.plan
-    table = Table(title=f"Plans for {plan.slots} slots, replayed on the recording (best first)")
-    for column in ("plan", "gpu hit rate", "another run", "misses", "batches split"):
+    timed = planned.recorded.slot_load_s is not None
+    table = Table(title=f"Plans for {plan.slots} slots, replayed on the recording (cheapest first)")
+    for column in ("plan", "slot-load time" if timed else "slot loads", "slot loads", "of them reloads",
+                   "gpu hit rate", "another run", "batches split"):
         table.add_column(column, justify="left" if column == "plan" else "right")
-    ordered = sorted(planned.considered, key=lambda c: (-c.low, -c.hit_rate))
+    ordered = sorted(planned.considered, key=lambda c: (round(c.cost, 6), -c.low, -c.hit_rate))
     for candidate in ordered[:args.top]:
         mark = " (chosen)" if candidate is planned.chosen else " (recorded)" if candidate is planned.recorded else ""
+        mark = " (recorded, chosen)" if candidate is planned.chosen is planned.recorded else mark
         split = f"{candidate.split:.1%}" + ("" if candidate.admissible else " (too many: not chosen)")
-        table.add_row(candidate.describe() + mark, f"{candidate.hit_rate:.1%}", _range(candidate),
-                      f"{candidate.misses:,}", split)
+        cost = _seconds(candidate.slot_load_s) if timed else f"{candidate.slot_loads:,}"
+        table.add_row(candidate.describe() + mark, cost, f"{candidate.slot_loads:,}", f"{candidate.reloads:,}",
+                      f"{candidate.hit_rate:.1%}", _range(candidate), split)
     console.print(table)
-    console.print("[dim]another run: the range the same traffic may give, as the base model keeps its slot or "
-                  "gives it up (plans are chosen by its low end)[/dim]")
-    console.print(f"[bold]Plan:[/bold] {planned.chosen.describe()}; preload {len(plan.preload)} adapters")
-    console.print(f"  gpu hit rate {_rate(planned.chosen.hit_rate)} predicted ({_range(planned.chosen)} in another "
-                  f"run), {_rate(planned.recorded.hit_rate)} recorded; host hit rate {_rate(planned.host_planned)} "
+    console.print("[dim]slot-load time: slot loads, reloads of running requests' adapters included, times the "
+                  "seconds per load the recording measured for adapters of that size; another run: the hit-rate "
+                  "range the same traffic may give, as the base model keeps its slot or gives it up[/dim]"
+                  if timed else "[dim]the recording timed no slot load (an access log written before C records): "
+                  "plans are ranked by their number[/dim]")
+    chosen, recorded = planned.chosen, planned.recorded
+    if not planned.helps:
+        console.print(f"[bold]No plan helps:[/bold] none of {len(planned.considered) - 1} pin and priority plans "
+                      f"predicts less slot-load time than {recorded.describe()} as recorded "
+                      f"({_seconds(recorded.slot_load_s) if timed else f'{recorded.slot_loads:,} loads'}); "
+                      f"the plan written keeps the pool's policy and preloads {len(plan.preload)} adapters")
+    else:
+        console.print(f"[bold]Plan:[/bold] {chosen.describe()}; preload {len(plan.preload)} adapters")
+        saved = (f"slot-load time {_seconds(chosen.slot_load_s)} predicted against {_seconds(recorded.slot_load_s)}"
+                 if timed else "slot loads")
+        console.print(f"  {saved} ({chosen.slot_loads:,} loads against {recorded.slot_loads:,}, "
+                      f"{chosen.reloads:,} against {recorded.reloads:,} reloads)")
+    console.print(f"  gpu hit rate {_rate(chosen.hit_rate)} predicted ({_range(chosen)} in another "
+                  f"run), {_rate(recorded.hit_rate)} recorded; host hit rate {_rate(planned.host_planned)} "
                   f"predicted, {_rate(planned.host_now)} recorded (with {len(plan.preload)} adapters in host memory)")
     args.plan.write_text(plan.to_json())
     console.print(f"plan: {args.plan} (serve it with LORA_TELEMETRY_PLAN={args.plan} and LORA_TELEMETRY_ADAPTER_DIR, "

@@ -8,6 +8,14 @@ batch with more unpinned adapters than the unpinned slots is split, as SGLang's 
 would. Splits cost what a hit rate does not show (requests wait for a later batch), so a
 candidate that splits more than :data:`MAX_SPLIT_SHARE` of the batches is shown, not chosen.
 
+What a plan is for is time: every slot load stops a batch while an adapter is copied in (26-37 ms
+for 80 MiB on an H100), and a plan can raise the hit rate while adding loads that no lookup
+counts (an adapter evicted under its running requests is copied back for the next decode step).
+So candidates are priced by their slot loads, reloads included, times the seconds per load the
+recording measured (its ``C`` records, per adapter size), and the cheapest wins; a plan that
+does not cost less than the recorded policy is not recommended. A recording without timed
+loads is priced by the number of slot loads.
+
 One moment of timing can move a hit rate by ten points: the base model holds a slot until a
 batch needs every slot the pins leave (an opening), and from then on adapters have one slot
 more. With many openings in the recording any run of the same traffic has one early; with a few,
@@ -15,8 +23,8 @@ whether a run has one is luck (the same workload served twice had two openings, 
 each candidate is also replayed with the base model keeping its slot throughout (the openings
 split) and with its slot free from the first adapter batch; with fewer than
 :data:`SURE_OPENINGS` openings its rate is the range over the recording and both fates, else over
-the recording and the freed fate. The plan with the best low end wins; among equals, the best
-rate on the recording, then the fewest pins, then the fewest priorities.
+the recording and the freed fate. Among candidates of equal cost, the best low end wins,
+then the best rate on the recording, then the fewest pins, then the fewest priorities.
 Every adapter the recording saw is preloaded (or the ``preload`` hottest), which makes every
 request after the first a host hit while they fit ``--max-loaded-loras``.
 """
@@ -30,7 +38,18 @@ from pathlib import Path
 
 from lora_telemetry.capacity import curves
 from lora_telemetry.capacity.analysis import preloaded_at_start, split_records
-from lora_telemetry.capacity.recording import BASE, Admission, Batch, Load, Pool, Record, RecordingError, Unload, read
+from lora_telemetry.capacity.recording import (
+    BASE,
+    Admission,
+    Batch,
+    Copy,
+    Load,
+    Pool,
+    Record,
+    RecordingError,
+    Unload,
+    read,
+)
 from lora_telemetry.capacity.simulator import PoolFull, PoolSimulator
 from lora_telemetry.plan import Plan
 
@@ -44,6 +63,9 @@ class Candidate:
     raised: tuple[str, ...]  # given priority 1 over the others' 0
     hits: int
     misses: int
+    slot_loads: int = 0  # copies into a slot, reloads included (not the base model's)
+    reloads: int = 0  # of them, for requests already running
+    slot_load_s: float | None = None  # their predicted time; None where the recording timed no load
     split: float = 0.0  # share of the recorded batches that its pins split
     openings: int = 0  # times the recorded batches came to need every unpinned slot (evicting the base model)
     base_kept: float | None = None  # the hit rate had the base model kept its slot throughout
@@ -76,6 +98,11 @@ class Candidate:
     def admissible(self) -> bool:
         return self.split <= MAX_SPLIT_SHARE
 
+    @property
+    def cost(self) -> float:
+        """What the plan is chosen by: predicted seconds of slot loads, else their number."""
+        return self.slot_load_s if self.slot_load_s is not None else float(self.slot_loads)
+
 
 @dataclass
 class Planned:
@@ -85,6 +112,29 @@ class Planned:
     considered: list[Candidate]
     host_now: float | None
     host_planned: float | None
+
+    @property
+    def helps(self) -> bool:
+        """Whether the plan costs less slot-load time than the recorded policy (else it only preloads)."""
+        return self.chosen is not self.recorded
+
+
+def load_prices(pools: dict[int, list[Record]]) -> dict[str, float]:
+    """Seconds per slot load by adapter: the mean of the recorded copies of adapters of its size
+    (a plan moves loads between adapters, and a copy's time follows its bytes); "" maps to the
+    mean of all, for an adapter the recording never copied. Empty when no copy was timed."""
+    by_size: dict[int, list[float]] = {}
+    size_of: dict[str, int] = {}
+    for records in pools.values():
+        for record in records:
+            if isinstance(record, Copy) and record.name != BASE:
+                by_size.setdefault(record.bytes, []).append(record.seconds)
+                size_of[record.name] = record.bytes
+    if not by_size:
+        return {}
+    every = [seconds for group in by_size.values() for seconds in group]
+    prices = {name: sum(by_size[size]) / len(by_size[size]) for name, size in size_of.items()}
+    return {**prices, "": sum(every) / len(every)}
 
 
 def _split_batch(record: Batch, pinned: set[str], room: int) -> Iterable[Batch]:
@@ -100,11 +150,14 @@ def _split_batch(record: Batch, pinned: set[str], room: int) -> Iterable[Batch]:
 
 
 def _replay(pools: dict[int, list[Record]], slots: int, policy: str, pin: tuple[str, ...], raised: tuple[str, ...],
-            recorded: dict[str, int] | None = None, base: str = "recorded") -> Candidate | None:
+            recorded: dict[str, int] | None = None, base: str = "recorded",
+            prices: dict[str, float] | None = None) -> Candidate | None:
     """``recorded``: the recorded pool's own priorities, when it ran with them. ``base``: "recorded",
     "kept" (batches that would take the base model's slot are split) or "freed" (its slot is free
-    once the first batch without it comes)."""
+    once the first batch without it comes). ``prices``: :func:`load_prices`."""
     hits = misses = batches = split = openings = 0
+    loads: Counter[str] = Counter()
+    reloads = 0
     pinned = set(pin)
     priorities = dict.fromkeys(raised, 1) if raised else recorded
     kept = pinned | {BASE} if base == "kept" else pinned
@@ -149,13 +202,18 @@ def _replay(pools: dict[int, list[Record]], slots: int, policy: str, pin: tuple[
             return None
         hits += sum(n for name, n in pool.hits.items() if name != BASE)
         misses += sum(n for name, n in pool.misses.items() if name != BASE)
-    return Candidate(pin, raised, hits, misses, split / batches if batches else 0.0, openings)
+        loads.update({name: n for name, n in pool.slot_loads.items() if name != BASE})
+        reloads += sum(pool.reloads.values())
+    seconds = sum(n * prices.get(name, prices[""]) for name, n in loads.items()) if prices else None
+    return Candidate(pin, raised, hits, misses, sum(loads.values()), reloads, seconds,
+                     split / batches if batches else 0.0, openings)
 
 
 def _scored(pools: dict[int, list[Record]], slots: int, policy: str, pin: tuple[str, ...],
-            raised: tuple[str, ...], recorded: dict[str, int] | None = None) -> Candidate | None:
-    """The candidate on the recording, with its rates under the base model's two fates beside."""
-    found = _replay(pools, slots, policy, pin, raised, recorded)
+            raised: tuple[str, ...], recorded: dict[str, int] | None = None,
+            prices: dict[str, float] | None = None) -> Candidate | None:
+    """The candidate on the recording, priced, with its rates under the base model's two fates beside."""
+    found = _replay(pools, slots, policy, pin, raised, recorded, prices=prices)
     if found is None:
         return None
     fates = [_replay(pools, slots, policy, pin, raised, recorded, base) for base in ("kept", "freed")]
@@ -187,19 +245,22 @@ def make_plan(path: Path, slots: int | None, preload: int | None = None,
     pools = {dp: records for dp, records in split.pools.items() if any(isinstance(r, Batch) for r in records)}
     if not pools:
         raise RecordingError(path, 1, 0, "no batches recorded: a plan needs the server's access log")
-    ranked = _ranked(pools)
-    recorded = _scored(pools, slots, policy, (), (), settings.priorities if settings else None)
+    ranked, prices = _ranked(pools), load_prices(pools)
+    own = settings.priorities if settings is not None and policy == "priority" else None
+    recorded = _scored(pools, slots, policy, (), (), own, prices)
     considered = [c for c in [recorded] if c is not None]
     for k in range(0, min(slots - 1, len(ranked)) + 1):
         for h in range(0, min(slots - k, len(ranked) - k) + 1):
             if k == h == 0:
                 continue
-            found = _scored(pools, slots, "lru", tuple(ranked[:k]), tuple(ranked[k:k + h]))
+            found = _scored(pools, slots, "lru", tuple(ranked[:k]), tuple(ranked[k:k + h]), prices=prices)
             progress()
             if found is not None:
                 considered.append(found)
-    chosen = max((c for c in considered if c.admissible),
-                 key=lambda c: (round(c.low, 6), round(c.hit_rate, 6), -len(c.pin), -len(c.raised)))
+    chosen = min((c for c in considered if c.admissible),
+                 key=lambda c: (round(c.cost, 6), -round(c.low, 6), -round(c.hit_rate, 6), len(c.pin), len(c.raised)))
+    if recorded is not None and chosen.cost >= recorded.cost:
+        chosen = recorded  # nothing saves slot-load time: keep the policy that served
     preloaded = tuple(ranked[:preload] if preload is not None else ranked)
     host_now = host_planned = None
     if split.requests:
@@ -209,7 +270,13 @@ def make_plan(path: Path, slots: int | None, preload: int | None = None,
         host_planned = curves.host_curve(split.requests, preloaded, budget).hit_rate(0)
     predicted = {"gpu_hit_rate": chosen.hit_rate, "gpu_hit_rate_range": [chosen.low, chosen.high],
                  "recorded_gpu_hit_rate": recorded.hit_rate if recorded else None,
+                 "slot_loads": chosen.slot_loads, "reloads": chosen.reloads, "slot_load_s": chosen.slot_load_s,
+                 "recorded_slot_loads": recorded.slot_loads if recorded else None,
+                 "recorded_slot_load_s": recorded.slot_load_s if recorded else None,
                  "host_hit_rate": host_planned, "recorded_host_hit_rate": host_now,
                  "recording": str(path), "requests_replayed": chosen.hits + chosen.misses}
-    plan = Plan(slots, preloaded, chosen.pin, dict.fromkeys(chosen.raised, 1), predicted)
+    priorities = dict.fromkeys(chosen.raised, 1)
+    if chosen is recorded and own:
+        priorities = dict(own)  # the recorded pool's own, kept
+    plan = Plan(slots, preloaded, chosen.pin, priorities, predicted)
     return Planned(plan, chosen, recorded or chosen, considered, host_now, host_planned)

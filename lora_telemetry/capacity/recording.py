@@ -20,10 +20,12 @@ scheduler whose pool the record is about (each rank has a pool of its own)::
     A <time> <dp> <name>                          overlap loading: a request's first admission check, its
                                                   gpu lookup (a hit when the adapter holds a slot);
                                                   marks nothing
+    C <time> <dp> <name> <seconds> <bytes>        a slot load's copy took this long (with overlap loading,
+                                                  from its launch to its end) and read this many bytes
     R <arrival> <name> <prompt> <output>          a finished request, from the tokenizer side
     # <text>                                      a comment (a size limit reached is said so here)
 
-The scheduler writes S, L, U, B and A; the tokenizer writes R; ``lora-telemetry bench --record``
+The scheduler writes S, L, U, B, A and C; the tokenizer writes R; ``lora-telemetry bench --record``
 writes R from its own schedule (a recording without B lines is analysed one batch per request).
 """
 
@@ -89,6 +91,17 @@ class Admission:
 
 
 @dataclass(slots=True)
+class Copy:
+    """How long one slot load took: what the planner prices slot loads by (the B records say
+    which loads happen; a plan changes how many, not what each costs)."""
+    time: float
+    dp: int
+    name: str
+    seconds: float
+    bytes: int
+
+
+@dataclass(slots=True)
 class Request:
     arrival: float
     name: str
@@ -96,7 +109,7 @@ class Request:
     output_tokens: int
 
 
-Record = Pool | Load | Unload | Batch | Admission | Request
+Record = Pool | Load | Unload | Batch | Admission | Copy | Request
 
 
 def encode(name: str) -> str:
@@ -115,6 +128,8 @@ def format_record(record: Record) -> str:
             return f"S {time:.3f} {dp} {slots} {policy} {slot_bytes}{ranked}"
         case Admission(time, dp, name):
             return f"A {time:.3f} {dp} {encode(name)}"
+        case Copy(time, dp, name, seconds, size):
+            return f"C {time:.3f} {dp} {encode(name)} {seconds:.6f} {size}"
         case Load(time, dp, name, pinned):
             return f"L {time:.3f} {dp} {encode(name)} {int(pinned)}"
         case Unload(time, dp, name):
@@ -161,6 +176,8 @@ def parse_line(text: str, last: list | None = None) -> Record | None:
         return Load(float(fields[1]), int(fields[2]), unquote(fields[3]), fields[4] == "1")
     if kind == "A" and len(fields) == 4:
         return Admission(float(fields[1]), int(fields[2]), unquote(fields[3]))
+    if kind == "C" and len(fields) == 6 and float(fields[4]) >= 0 and int(fields[5]) >= 0:
+        return Copy(float(fields[1]), int(fields[2]), unquote(fields[3]), float(fields[4]), int(fields[5]))
     if kind == "U" and len(fields) == 4:
         return Unload(float(fields[1]), int(fields[2]), unquote(fields[3]))
     if kind == "R" and len(fields) == 5:

@@ -10,7 +10,11 @@ eviction policies (``sglang/srt/lora/mem_pool.py``, ``eviction_policy.py``):
   residents that the batch does not need and that are not pinned;
 - LRU picks the least recently marked victim; FIFO the one marked first since it entered;
   with adapter priorities (:mod:`lora_telemetry.priorities`) the lowest priority goes first,
-  LRU within a priority (requests' own priorities are not in a recording, so they lift nothing);
+  LRU within a priority (requests' own priorities are not in a recording, so they lift nothing),
+  and adapters still decoding go last: those of the latest decode step (a batch that schedules
+  no new request; requests admitted since and finished since are not known);
+- a slot load in a batch that schedules no new request of that adapter copies back an adapter
+  evicted under its running requests: a reload (SGLang's decode step makes it);
 - an unloaded adapter leaves the pool and the policy's order at once;
 - with ``--enable-lora-overlap-loading`` the pool prepares load sets at admission, not forward
   batches (the recording holds those), and a request's gpu lookup is its first admission check
@@ -46,6 +50,9 @@ class PoolSimulator:
         self.order: OrderedDict[str, None] = OrderedDict()  # the policy's order; never the base model
         self.pinned: set[str] = set()
         self.slot_loads: Counter[str] = Counter()
+        self.reloads: Counter[str] = Counter()  # of the slot loads, those for running requests
+        self.running: set[str] = set()  # adapters of the latest decode step: still decoding, as far as we know
+        self.overlap = False  # admission records seen: loads are made at admission, never reloads
         self.evictions: Counter[str] = Counter()
         self.hits: Counter[str] = Counter()
         self.misses: Counter[str] = Counter()
@@ -64,6 +71,7 @@ class PoolSimulator:
 
     def admitted(self, name: str) -> None:
         """A request's gpu lookup at its first admission check (overlap loading)."""
+        self.overlap = True
         (self.hits if name in self.resident else self.misses)[name] += 1
 
     def batch(self, adapters: tuple[str, ...], new_requests: tuple[int, ...]) -> None:
@@ -72,6 +80,8 @@ class PoolSimulator:
             for name, count in zip(adapters, new_requests, strict=True):
                 if count:
                     self.hits[name] += count
+            if not any(new_requests):
+                self.running = set(adapters)
             return
         self._last = adapters
         for name, count in zip(adapters, new_requests, strict=True):
@@ -80,12 +90,16 @@ class PoolSimulator:
         for name in adapters:
             self._mark(name)
         needed = set(adapters)
-        for name in adapters:
+        for name, count in zip(adapters, new_requests, strict=True):
             if name not in self.resident:
                 if len(self.resident) >= self.slots:
                     self._evict(needed)
                 self.resident.add(name)
                 self.slot_loads[name] += 1
+                if not count and not self.overlap and name != BASE:
+                    self.reloads[name] += 1
+        if not any(new_requests):
+            self.running = needed
 
     def _mark(self, name: str) -> None:
         if name == BASE:
@@ -103,8 +117,11 @@ class PoolSimulator:
         adapters = candidates - {BASE}
         if self.priorities is not None:
             priorities = self.priorities
-            victim = pick_victim(self.order, adapters, lambda name: priorities.get(name, DEFAULT)) if adapters \
-                else BASE
+            idle = adapters - self.running
+            if not idle and BASE in candidates:
+                victim = BASE  # as the policy: the base model before an adapter still decoding
+            else:
+                victim = pick_victim(self.order, idle or adapters, lambda name: priorities.get(name, DEFAULT))
         else:
             victim = next((name for name in self.order if name in adapters), None) if adapters else BASE
         if victim is None:

@@ -26,6 +26,7 @@ from lora_telemetry.capacity.recording import (
     VERSION_LINE,
     Admission,
     Batch,
+    Copy,
     Load,
     Pool,
     Record,
@@ -93,8 +94,10 @@ class AccessLogSink:
         self.appender, self.dp_rank = appender, dp_rank
         self.pool: ev.PoolSettings | None = None
         self.first_scheduled: dict[str, int] = {}  # requests first scheduled since the last batch
+        self.copying: dict[str, int] = {}  # overlapped copies in flight: their bytes, by adapter
         self.handlers = {ev.PoolBatch: self._batch, ev.CacheLookup: self._lookup,
-                         ev.Residency: self._residency, ev.RequestFinished: self._request}
+                         ev.Residency: self._residency, ev.RequestFinished: self._request,
+                         ev.SlotLoaded: self._slot_loaded, ev.SlotCopied: self._slot_copied}
 
     def _dp(self) -> int:
         return self.dp_rank() or 0
@@ -113,6 +116,16 @@ class AccessLogSink:
         counts = tuple(self.first_scheduled.pop(name, 0) for name in e.adapters) if self.first_scheduled else \
             (0,) * len(e.adapters)
         self.appender.add(Batch(e.time, self._dp(), e.adapters, counts))
+
+    def _slot_loaded(self, e: ev.SlotLoaded) -> None:
+        if e.seconds is None:
+            self.copying[e.lora_name] = e.bytes
+        else:
+            self.appender.add(Copy(time.time(), self._dp(), e.lora_name, e.seconds, e.bytes))
+
+    def _slot_copied(self, e: ev.SlotCopied) -> None:
+        size = self.copying.pop(e.lora_name, 0)
+        self.appender.add(Copy(time.time(), self._dp(), e.lora_name, e.seconds, size))
 
     def _residency(self, e: ev.Residency) -> None:
         if e.tier != "host" or e.memory_only:

@@ -42,11 +42,16 @@ def test_the_same_workload_is_served_with_lru_then_with_the_plan_made_from_it(be
     assert [low, high] == plan.predicted["gpu_hit_rate_range"] and low <= plan.predicted["gpu_hit_rate"] <= high
     assert figures["stock"]["gpu_hit_rate"] == plan.predicted["recorded_gpu_hit_rate"]  # the replay is exact
     # Slot loads per adapter, as the servers counted them: the stock run's are its own log replayed,
-    # and a pinned adapter is copied into its slot at most once and never leaves it.
+    # which is what the plan predicted for LRU, and a pinned adapter is copied into its slot at most
+    # once and never leaves it.
     replayed = PoolSimulator(3).replay(list(read_recording(out / "stock-access.log")))
-    assert figures["stock"]["slot_loads"] == {name: replayed.misses.get(name, 0)
+    assert figures["stock"]["slot_loads"] == {name: replayed.slot_loads.get(name, 0)
                                               for name in figures["stock"]["slot_loads"]}
-    assert figures["stock"]["hot_slot_loads"] == sum(replayed.misses.get(name, 0) for name in figures["hot"])
+    assert figures["stock"]["hot_slot_loads"] == sum(replayed.slot_loads.get(name, 0) for name in figures["hot"])
+    assert figures["stock"]["slot_loads_total"] == plan.predicted["recorded_slot_loads"] == \
+        sum(n for name, n in replayed.slot_loads.items() if name != "__base__")
+    assert figures["stock"]["reloads"] == sum(replayed.reloads.values())
     assert all(figures["planned"]["slot_loads"].get(name, 0) <= 1 for name in plan.pin)
+    assert figures["plan_helps"] == (plan.predicted["slot_load_s"] < plan.predicted["recorded_slot_load_s"])
     assert (out / "plan_effect.png").stat().st_size > 10_000
     assert "The same workload, SGLang's LRU then the plan" in run.stdout

@@ -6,8 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from lora_telemetry.capacity.planner import make_plan
-from lora_telemetry.capacity.recording import BASE, VERSION_LINE, Batch, Pool, Request, format_record
+from lora_telemetry.capacity.recording import BASE, VERSION_LINE, Batch, Copy, Pool, Request, format_record
 from lora_telemetry.plan import read
 
 ROUNDS = 40
@@ -84,6 +86,65 @@ def test_advise_writes_a_plan_servers_read_and_prints_both_rates(tmp_path):
     rate = f"{(ROUNDS - 1) / (3 * ROUNDS):.1%}"
     assert f"gpu hit rate {rate} predicted ({rate} in another run), 0.0% recorded" in result.stdout
     assert json.loads(out.read_text())["predicted"]["recorded_gpu_hit_rate"] == 0.0
+
+
+BIG_S, SMALL_S = 0.1, 0.001  # seconds per recorded copy: big's weights are a hundred times small's
+
+
+def _decoding_beside_a_hot_adapter(path):
+    """hot's requests come alone; big and small decode together between prefills of hot and of a
+    new cold adapter, in a pool of three. Pinning hot leaves two slots, so each cold prefill takes
+    one of the decoding pair's and the next decode step copies it back (a reload); every copy is
+    timed, big's a hundred times small's."""
+    records: list = [Pool(0.0, 0, 3, "lru", 1024), Batch(0.0, 0, (BASE,), (0,))]
+    t = 0.0
+    for i in range(ROUNDS):
+        for adapters, new in [(("hot",), (1,)), (("hot",), (1,)), (("big", "small"), (1, 1)),
+                              (("big", "small"), (0, 0)), ((f"cold-{i}",), (1,)), (("big", "small"), (0, 0)),
+                              (("hot",), (1,)), (("big", "small"), (0, 0))]:
+            t += 0.01
+            records.append(Batch(t, 0, adapters, new))
+            records += [Copy(t, 0, name, BIG_S if name == "big" else SMALL_S, 100 if name == "big" else 1)
+                        for name in adapters]
+    _write(path, records)
+    return path
+
+
+def test_plans_are_chosen_by_the_time_their_slot_loads_take_reloads_included(tmp_path):
+    planned = make_plan(_decoding_beside_a_hot_adapter(tmp_path / "access.log"), None)
+    by_plan = {c.describe(): c for c in planned.considered}
+    # Pinning hot alone and raising big beside it hit alike and load alike: each cold prefill evicts
+    # one of the decoding pair, copied back at the next decode step. Which one is the difference:
+    # LRU's oldest is big (marked first), priority 1 keeps big and reloads small.
+    alone, beside = by_plan["pin hot"], by_plan["pin hot; priority 1 for big"]
+    assert (alone.hit_rate, alone.slot_loads, alone.reloads) == (beside.hit_rate, beside.slot_loads, beside.reloads)
+    assert alone.reloads == ROUNDS
+    # hot and big once, small once and at each reload, a cold adapter each round
+    assert beside.slot_load_s == pytest.approx(BIG_S + SMALL_S * (1 + (1 + ROUNDS) + ROUNDS))
+    assert alone.slot_load_s == pytest.approx(BIG_S * (1 + ROUNDS) + SMALL_S * (1 + 1 + ROUNDS))
+    assert planned.chosen is beside and planned.helps
+    assert planned.plan.predicted["slot_load_s"] == pytest.approx(beside.slot_load_s)
+    assert planned.plan.predicted["recorded_slot_load_s"] == pytest.approx(planned.recorded.slot_load_s)
+
+
+def test_when_no_plan_saves_slot_load_time_the_advice_says_so_and_keeps_the_policy(tmp_path):
+    """Two adapters taking turns in a pool of three: after their first copies every request hits,
+    so no pin or priority can save a load."""
+    path = tmp_path / "access.log"
+    records: list = [Pool(0.0, 0, 3, "lru", 1024), Batch(0.0, 0, (BASE,), (0,))]
+    for i in range(ROUNDS):
+        name = ("qa", "sql")[i % 2]
+        records += [Batch(i / 100, 0, (name,), (1,)), Copy(i / 100, 0, name, SMALL_S, 1)] if i < 2 else \
+            [Batch(i / 100, 0, (name,), (1,))]
+    _write(path, records)
+    out = tmp_path / "plan.json"
+    result = subprocess.run([sys.executable, "-m", "lora_telemetry.cli", "advise", str(path), "--plan", str(out)],
+                            capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert "No plan helps" in result.stdout and "SGLang's LRU as recorded (0.002 s)" in result.stdout
+    plan = read(out)
+    assert (plan.pin, plan.priorities, set(plan.preload)) == ((), {}, {"qa", "sql"})
+    assert plan.predicted["slot_loads"] == plan.predicted["recorded_slot_loads"] == 2
 
 
 def test_a_recording_without_pool_settings_needs_a_slot_budget(tmp_path):

@@ -8,6 +8,7 @@ from lora_telemetry.capacity.recording import (
     BASE,
     Admission,
     Batch,
+    Copy,
     Load,
     Pool,
     RecordingError,
@@ -28,6 +29,7 @@ ODD_NAMES = ["qa", "with space", "colon:7", "100%", "ünïcode-名前", "new\nli
     Batch(4.125, 0, tuple(ODD_NAMES), tuple(range(len(ODD_NAMES)))),
     Request(5.5, "ünïcode-名前", 12, 30),
     Admission(6.0, 1, "100%"),
+    Copy(7.0, 0, "a/b", 0.026125, 83886080),
 ])
 def test_each_record_round_trips_through_one_line(record):
     line = format_record(record)
@@ -60,7 +62,8 @@ def test_partial_keeps_what_came_before_the_damage(tmp_path):
     assert errors[0].line == 5 and "cut off" in str(errors[0])
 
 
-@pytest.mark.parametrize("line", ["Z 1 2 3", "S 1.0 0 3 mru 100", "L 1.0 0 qa yes", "R 1.0 qa 3", "B 1.0 0 qa:-1"])
+@pytest.mark.parametrize("line", ["Z 1 2 3", "S 1.0 0 3 mru 100", "L 1.0 0 qa yes", "R 1.0 qa 3", "B 1.0 0 qa:-1",
+                                  "C 1.0 0 qa -0.1 100", "C 1.0 0 qa 0.1"])
 def test_malformed_records_are_refused(line):
     with pytest.raises(ValueError):
         parse_line(line)

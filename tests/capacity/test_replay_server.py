@@ -11,7 +11,8 @@ from collections import Counter
 import pytest
 
 from lora_telemetry.capacity.analysis import analyse
-from lora_telemetry.capacity.recording import Batch, Pool, Request, read
+from lora_telemetry.capacity.planner import make_plan
+from lora_telemetry.capacity.recording import BASE, Batch, Copy, Pool, Request, read
 from lora_telemetry.capacity.simulator import PoolSimulator
 from tests.conftest import lora_paths, metrics_when, post, running_server
 
@@ -128,3 +129,19 @@ def test_advise_states_the_servers_own_gpu_hit_rate_at_its_own_setting(run, requ
     served = sum(hits.get(n, 0) for n in adapters if n != "__base__")
     asked = served + sum(misses.get(n, 0) for n in adapters if n != "__base__")
     assert analysis.slots.hit_rate(analysis.index(pool.slots)) == pytest.approx(served / asked)
+
+
+@pytest.mark.parametrize("run", ["lru", "fifo"])
+def test_advise_prices_the_servers_own_policy_at_the_slot_loads_and_seconds_it_measured(run, request):
+    """The recorded policy's replay in ``advise --plan``: the server's slot loads and reloads, and
+    their time as the access log's C records measured them, which are the server's own copies."""
+    records, metrics, _, log = request.getfixturevalue(run)
+    copies = [r for r in records if isinstance(r, Copy)]
+    assert len(copies) == metrics.total("sglang_lora_pool_slot_loads_total")  # the base model's slot too
+    assert sum(c.seconds for c in copies) == pytest.approx(
+        metrics.total("sglang_lora_pool_slot_load_seconds_sum"), abs=1e-6 * len(copies))  # 6 decimals each
+    recorded = make_plan(log, None).recorded
+    loads = metrics.by("sglang_lora_pool_slot_loads_total", "lora_name")
+    assert recorded.slot_loads == sum(n for name, n in loads.items() if name != BASE)
+    assert recorded.reloads == metrics.total("sglang_lora_pool_slot_reloads_total")
+    assert recorded.slot_load_s == pytest.approx(sum(c.seconds for c in copies if c.name != BASE))

@@ -138,14 +138,14 @@ DECODING = {
 def decoding_server(request, bed, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"decoding-{request.param}")
     flags = ["--max-loras-per-batch", "3", *lora_paths(bed, ["legal", "qa", "code"])]
-    env = {}
+    env = {"LORA_TELEMETRY_ACCESS_LOG": str(tmp / "access.log")}
     if request.param == "priority":
         (tmp / "priorities.json").write_text(json.dumps({"qa": 5, "code": 5}))
         env["LORA_TELEMETRY_PRIORITIES"] = str(tmp / "priorities.json")
     else:
         flags += ["--lora-eviction-policy", "fifo"]
     with running_server(bed, flags, env=env, tmp=tmp) as server:
-        server.policy = request.param
+        server.policy, server.access_log = request.param, tmp / "access.log"
         yield server
 
 
@@ -171,3 +171,10 @@ def test_an_adapter_evicted_while_decoding_is_copied_back_and_counted_as_a_reloa
     assert counted("sglang_lora_pool_slot_reloads_total") == reloaded
     assert counted("sglang_lora_pool_evictions_total") == evicted
     assert not unexpected_errors(server.log_path.read_text())
+    # advise's simulator, replaying the access log under the recorded policy, knows it too
+    time.sleep(0.5)  # the access log is appended every 0.2 s
+    records = list(read(server.access_log))
+    [pool] = {(r.slots, r.policy, tuple(r.priorities.items())) for r in records if isinstance(r, Pool)}
+    replay = PoolSimulator(pool[0], pool[1], dict(pool[2]) or None).replay(records)
+    assert (dict(replay.slot_loads), dict(replay.reloads), dict(replay.evictions)) == (
+        dict(Counter(admitted) + Counter(reloaded)), reloaded, evicted)

@@ -9,7 +9,7 @@ import pytest
 
 from lora_telemetry import config, runtime
 from lora_telemetry import events as ev
-from lora_telemetry.capacity.recording import Admission, Batch, Load, Pool, Request, Unload, read
+from lora_telemetry.capacity.recording import Admission, Batch, Copy, Load, Pool, Request, Unload, read
 from lora_telemetry.sinks.access_log import AccessLogSink, BoundedAppender
 
 
@@ -51,6 +51,20 @@ def test_lookups_at_admission_are_records_of_their_own_and_join_no_batch(tmp_pat
     assert [type(r) for r in records] == [Pool, Batch, Admission, Batch, Admission]
     assert [r.name for r in records if isinstance(r, Admission)] == ["qa", "qa"]
     assert records[3].new_requests == (0, 0)
+
+
+def test_each_slot_load_is_timed_in_a_record_and_an_overlapped_one_when_its_copy_ends(tmp_path):
+    """The planner prices slot loads by these: a blocking load is timed at once; an overlapped one
+    has its time when the copy is done, and keeps the bytes its start said."""
+    path = tmp_path / "access.log"
+    appender = BoundedAppender(path, 1 << 20)
+    sink = AccessLogSink(appender, lambda: 1)
+    for event in (ev.SlotLoaded("qa", 1, 0.026, bytes=4096), ev.SlotLoaded("sql", 2, None, bytes=8192),
+                  ev.SlotCopied("sql", 0.033)):
+        sink.handlers[type(event)](event)
+    appender.flush()
+    assert [(r.dp, r.name, r.seconds, r.bytes) for r in read(path)] == [(1, "qa", 0.026, 4096), (1, "sql", 0.033, 8192)]
+    assert all(isinstance(r, Copy) for r in read(path))
 
 
 def _write_many(path: str, tag: str) -> None:
