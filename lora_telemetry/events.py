@@ -89,6 +89,15 @@ class RequestPhases:
 
 
 @dataclass(slots=True)
+class RequestRequeued:
+    """A request already scheduled went back to the waiting queue: ``retract`` (the KV cache ran out
+    under the running batch) or ``preempt`` (a request of higher priority took its place)."""
+
+    lora_name: str
+    reason: str
+
+
+@dataclass(slots=True)
 class RequestRejected:
     requested: str
     error: str

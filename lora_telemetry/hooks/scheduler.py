@@ -17,6 +17,12 @@ request it refuses is counted once (marked on the request), with the reason: ``s
 its adapter cannot get a pool slot, ``drain`` when SGLang's LoRA drainer holds it back by
 policy. When the request is scheduled, how long it waited since its first refusal is observed.
 
+A scheduled request can go back to the waiting queue (``_add_request_to_queue``): retracted when
+the KV cache runs out under the running batch, preempted by a request of higher priority. That is
+counted; its lookup, deferral, wait and phases stay those of its first scheduling, whose queue
+entry time is kept on the request (SGLang overwrites its own at the re-queue, possibly before the
+phases are read).
+
 When a request's prefill is done (``process_batch_result``), where its time in this scheduler
 went is handed on as phases, from the timestamps SGLang keeps on every request
 (``time_stats``: queued, first scheduled, prefill finished) and the two we add (first
@@ -44,6 +50,7 @@ _MISSED = "_lora_telemetry_missed"  # its gpu-tier lookup missed: its batch load
 _DEFERRED = "_lora_telemetry_deferred"  # perf_counter time of its first refusal; 0.0 once scheduled
 _REFUSED_AT = "_lora_telemetry_refused_at"  # perf_counter time of its first refusal, kept for its phases
 _PHASED = "_lora_telemetry_phased"  # its phases were handed on
+_QUEUED = "_lora_telemetry_queued"  # its wait_queue_entry_time when first scheduled (a re-queue overwrites it)
 _batch_reqs: list[list] = []  # the request list of each forward batch since the last flush
 _state = {"last_flush": 0.0, "busy": False}
 
@@ -124,9 +131,12 @@ def _first_scheduled(scheduler: Any, reqs: list) -> None:
     manager = _manager(scheduler)
     refs, slots = manager.lora_refs, manager.memory_pool.uid_to_buffer_id
     for req in reqs:
+        if getattr(req, _QUEUED, None) is not None:
+            continue  # scheduled again after a retraction or a preemption: counted the first time
+        setattr(req, _QUEUED, getattr(req.time_stats, "wait_queue_entry_time", 0.0))
         since = getattr(req, _DEFERRED, None)
+        setattr(req, _DEFERRED, 0.0)  # a refusal after a re-queue is not a deferral of its own
         if since:
-            setattr(req, _DEFERRED, 0.0)
             setattr(req, _REFUSED_AT, since)
             runtime.emit(ev.AdmissionWaited(lora_name(req.lora_id, refs), time.perf_counter() - since))
         if not getattr(req, _SEEN, False) and not req.rid.startswith(HEALTH_CHECK_PREFIX):
@@ -208,6 +218,20 @@ def can_schedule_lora_req(original: Any, self: Any, req: Any, running_loras: Any
     return ok
 
 
+def _requeued(scheduler: Any, req: Any, retracted: bool) -> None:
+    runtime.emit(ev.RequestRequeued(lora_name(req.lora_id, _manager(scheduler).lora_refs),
+                                    "retract" if retracted else "preempt"))
+
+
+@hook("scheduler_requeue", f"{SCHEDULER}._add_request_to_queue", "BEFORE",
+      loses="requests_requeued_total (retractions and preemptions)")
+def add_request_to_queue(self: Any, req: Any, is_retracted: bool = False, *args: Any, **kwargs: Any) -> None:
+    """Every request enters the waiting queue here, once on arrival; one we saw scheduled is being
+    sent back (SGLang re-queues a preempted request without ``is_retracted``)."""
+    if getattr(req, _QUEUED, None) is not None and self.enable_lora and reporting_rank():
+        safely("scheduler_requeue", _requeued, self, req, is_retracted)
+
+
 def _phases_of(reqs: tuple, names: dict, slot_loads: dict) -> None:
     """Each request of a prefill batch whose prefill is done, with SGLang's timestamps and ours.
     Runs on the publisher thread (see :func:`_prefilled`); SGLang has set these timestamps for good."""
@@ -219,8 +243,9 @@ def _phases_of(reqs: tuple, names: dict, slot_loads: dict) -> None:
         if req.rid.startswith(HEALTH_CHECK_PREFIX):
             continue
         missed, uid = getattr(req, _MISSED, False), req.lora_id
+        queued = getattr(req, _QUEUED, None) or stats.wait_queue_entry_time  # SGLang's is overwritten by a re-queue
         runtime.emit(ev.RequestPhases(
-            names[uid], req.rid, (not missed) if getattr(req, _SEEN, False) else None, stats.wait_queue_entry_time,
+            names[uid], req.rid, (not missed) if getattr(req, _SEEN, False) else None, queued,
             getattr(req, _REFUSED_AT, 0.0), stats.forward_entry_time, stats.prefill_finished_time,
             slot_loads.get(uid, 0.0) if missed else 0.0, _traced_span(req)))
 

@@ -320,3 +320,47 @@ def test_a_request_running_at_the_flush_counts_as_running_though_it_finishes_bef
     [state] = _of(emitted, ev.RoutingState)
     assert state.running == {REFS["u1"].lora_name: 1}
     rank_state._reporting.clear()
+
+
+def test_a_request_sent_back_to_the_queue_is_counted_and_keeps_the_phases_of_its_first_scheduling(monkeypatch):
+    """Retraction and priority preemption re-queue a running request, and SGLang stamps its queue entry
+    again (SchedulerReqTimeStats.set_wait_queue_entry_time), possibly before the publisher thread reads
+    its phases: the queue phase still runs from its first entry. A refusal or a batch after the re-queue
+    is no second deferral, lookup or phase report."""
+    from sglang.srt.observability.req_time_stats import SchedulerReqTimeStats
+
+    rank_state.set_reporting_rank(True)
+    emitted, deferred = [], []
+    monkeypatch.setattr(runtime, "emit", emitted.append)
+    monkeypatch.setattr(runtime, "defer", deferred.append)
+    stats = SchedulerReqTimeStats()
+    stats.set_wait_queue_entry_time()
+    queued = stats.wait_queue_entry_time
+    time.sleep(0.01)
+    stats.set_forward_entry_time()
+    req = NS(rid="r1", lora_id="u1", time_stats=stats, finished_reason=None)
+    sched = _scheduler(_pool({None: 0, "u1": 1}), REFS)
+    sched.disaggregation_mode = NS(value="null")
+    batch = NS(reqs=[req], forward_mode=Mode("extend"))
+    scheduler.run_batch(sched, batch)
+    stats.set_prefill_finished_time()
+    scheduler.process_batch_result(None, sched, batch)  # its phases wait for the publisher thread
+    scheduler.add_request_to_queue(sched, req, is_retracted=True)  # retracted first ...
+    stats.set_wait_queue_entry_time()
+    assert stats.wait_queue_entry_time > stats.forward_entry_time
+    scheduler.add_request_to_queue(sched, req)  # ... and preempted after it came back
+    assert not scheduler.can_schedule_lora_req(lambda *args: False, sched, req, set())
+    scheduler.run_batch(sched, batch)
+    for work in deferred:
+        work()
+    [phases] = _of(emitted, ev.RequestPhases)
+    assert phases.queued == queued
+    assert phases.phases()["queue"] == pytest.approx(stats.forward_entry_time - queued) and phases.phases()["queue"] > 0
+    assert [(e.lora_name, e.reason) for e in _of(emitted, ev.RequestRequeued)] == [("qa", "retract"), ("qa", "preempt")]
+    assert len(_of(emitted, ev.CacheLookup)) == 1 and not _of(emitted, ev.AdmissionDeferred)
+
+
+def test_a_request_arriving_is_not_a_requeue(emitted):
+    rank_state.set_reporting_rank(True)
+    scheduler.add_request_to_queue(_scheduler(_pool({None: 0}), REFS), NS(rid="r1", lora_id="u1"))
+    assert emitted == []

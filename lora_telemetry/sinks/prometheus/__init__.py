@@ -55,6 +55,7 @@ class PrometheusSink:
             ev.BatchComposition: self._batch,
             ev.AdmissionDeferred: self._deferred,
             ev.AdmissionWaited: self._waited,
+            ev.RequestRequeued: self._requeued,
             ev.AdapterLoaded: self._loaded,
             ev.AdapterUnloaded: self._unloaded,
             ev.Residency: self._residency,
@@ -206,6 +207,9 @@ class PrometheusSink:
 
     def _waited(self, e: ev.AdmissionWaited) -> None:
         self.store.observe("sglang_lora_admission_wait_seconds", (self._top(e.lora_name),), e.seconds)
+
+    def _requeued(self, e: ev.RequestRequeued) -> None:
+        self.store.inc("sglang_lora_requests_requeued_total", (self._top(e.lora_name), e.reason))
 
     def _loaded(self, e: ev.AdapterLoaded) -> None:
         name = self._top(e.lora_name)

@@ -94,6 +94,9 @@ FAMILIES: tuple[Family, ...] = (
     _counter("sglang_lora_admission_deferrals_total", ("lora_name", "reason"),
              "Requests passed over at admission, once each: reason = slot (their adapter could not get a pool "
              "slot), drain (SGLang's LoRA drainer held them back).", busiest=True),
+    _counter("sglang_lora_requests_requeued_total", ("lora_name", "reason"),
+             "Requests sent back from the running batch to the waiting queue: reason = retract (the KV cache "
+             "ran out), preempt (a request of higher priority took their place).", busiest=True),
     _histogram("sglang_lora_admission_wait_seconds", ("lora_name",),
                "Time from a request's first deferral to its scheduling.", LATENCY_BUCKETS),
     # Adapter lifecycle
