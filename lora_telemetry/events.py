@@ -89,6 +89,16 @@ class RequestPhases:
 
 
 @dataclass(slots=True)
+class PoolOverflow:
+    """DP attention: the adapters of every DP rank's batch, whose union each rank's pool must hold,
+    were more than its slots; SGLang raised and the scheduler stops. ``local_adapters``: of this rank's batch."""
+
+    local_adapters: int
+    slots: int
+    error: str
+
+
+@dataclass(slots=True)
 class RequestRequeued:
     """A request already scheduled went back to the waiting queue: ``retract`` (the KV cache ran out
     under the running batch) or ``preempt`` (a request of higher priority took its place)."""

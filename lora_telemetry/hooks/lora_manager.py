@@ -5,6 +5,10 @@ the reporting rank counts (:mod:`.ranks`). ``_load_lora_adapter`` also runs for 
 ``--lora-paths`` adapters during start-up, before the pool exists; those loads are counted
 here with ``trigger="startup"``. Loads asked for later are counted end to end on the
 tokenizer side (:mod:`.tokenizer`), over all ranks.
+
+With DP attention a batch's pool holds the union of every DP rank's adapters; when that union
+does not fit the pool SGLang raises (``prepare_lora_batch``) and the scheduler dies. Before the
+error goes on it is reported: one event, logged and counted, naming how many adapters met.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from lora_telemetry import events as ev
 from lora_telemetry import runtime
 from lora_telemetry.hooks.base import hook, safely
 from lora_telemetry.hooks.memory_pool import INTERNAL_ADAPTERS, last_slot_load_s, pool_state
-from lora_telemetry.hooks.ranks import reporting_rank
+from lora_telemetry.hooks.ranks import counts_the_pool, reporting_rank
 from lora_telemetry.hooks.sizes import adapter_bytes, slot_bytes
 
 MANAGER = "sglang.srt.lora.lora_manager.LoRAManager"
@@ -80,14 +84,13 @@ def _before_unload(self: Any, lora_ref: Any) -> tuple[Any, bool] | None:
 def _unloaded(self: Any, before: tuple[Any, bool] | None, result: Any) -> None:
     if before is None or not result.success:
         return
-    memory_only = not reporting_rank()
     ref, was_in_slot = before
     last_slot_load_s.pop(ref.lora_id, None)
-    runtime.emit(ev.Residency(ref.lora_name, "host", False, 0, bool(ref.pinned), memory_only))
+    runtime.emit(ev.Residency(ref.lora_name, "host", False, 0, bool(ref.pinned), not reporting_rank()))
     if was_in_slot:
-        pool = self.memory_pool
-        runtime.emit(ev.Residency(ref.lora_name, "gpu", False, slot_bytes(pool), bool(ref.pinned), memory_only))
-        runtime.emit(pool_state(pool, self.lora_refs, memory_only))
+        pool, pool_only = self.memory_pool, not counts_the_pool()
+        runtime.emit(ev.Residency(ref.lora_name, "gpu", False, slot_bytes(pool), bool(ref.pinned), pool_only))
+        runtime.emit(pool_state(pool, self.lora_refs, pool_only))
     runtime.get().flush()
 
 
@@ -98,3 +101,23 @@ def unload_lora_adapter(original: Any, self: Any, lora_ref: Any, *args: Any, **k
     result = original(self, lora_ref, *args, **kwargs)
     safely("manager_unload", _unloaded, self, before, result)
     return result
+
+
+_UNION_TOO_LARGE = "more LoRA adapters than the memory pool can hold"
+
+
+def _overflowed(self: Any, batch: Any, error: ValueError) -> None:
+    if _UNION_TOO_LARGE not in str(error):
+        return
+    runtime.emit(ev.PoolOverflow(len(set(batch.lora_ids)), self.max_loras_per_batch, str(error)))
+    runtime.get().flush()  # the scheduler is about to die: the log line and the count go out now
+
+
+@hook("manager_dp_union", f"{MANAGER}.prepare_lora_batch", "AROUND",
+      loses="pool_union_overflows_total (DP attention's union of adapters exceeding the pool)")
+def prepare_lora_batch(original: Any, self: Any, forward_batch: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return original(self, forward_batch, *args, **kwargs)
+    except ValueError as error:
+        safely("manager_dp_union", _overflowed, self, forward_batch, error)
+        raise

@@ -22,7 +22,7 @@ from lora_telemetry import config, runtime
 from lora_telemetry import events as ev
 from lora_telemetry.forensics import EvictionLedger
 from lora_telemetry.hooks.base import hook, safely
-from lora_telemetry.hooks.ranks import reporting_rank
+from lora_telemetry.hooks.ranks import counts_the_pool
 from lora_telemetry.hooks.sizes import adapter_bytes, pool_bytes, slot_bytes, weight_bytes
 
 POOL = "sglang.srt.lora.mem_pool.LoRAMemoryPool"
@@ -149,7 +149,7 @@ def _internal_pool(pool: Any, refs: dict) -> bool:
 
 
 def _prepared(pool: Any, before: dict | None, cur_uids: Any, recording: bool, args: tuple, kwargs: dict) -> None:
-    reports = reporting_rank()
+    reports = counts_the_pool()
     refs = kwargs.get("lora_refs", args[2] if len(args) > 2 else {})
     if _internal_pool(pool, refs):
         return
@@ -188,7 +188,7 @@ def load_lora_weight_to_buffer(original: Any, self: Any, uid: Any, *args: Any, *
 
 def _copies_done(loader: Any, launched: list) -> None:
     now = time.perf_counter()
-    pending, refs, reports = loader.lora_to_overlap_load_event, loader.lora_manager.lora_refs, reporting_rank()
+    pending, refs, reports = loader.lora_to_overlap_load_event, loader.lora_manager.lora_refs, counts_the_pool()
     for uid in launched:
         if uid not in pending:
             start = _copy_started.pop(uid, None)

@@ -10,6 +10,12 @@ every DP rank is such a scheduler, with its own queue, its own pool and its own 
 Every other rank (TP and PP ranks of the same replica) holds its own host copy of each
 adapter and its own share of the pool, so it reports *memory only*: the bytes it holds, which
 the exposition adds up over processes.
+
+With DP attention the pools are not each rank's own: SGLang all-gathers every rank's batch
+adapters and loads the union into every rank's pool (``LoRAManager.prepare_lora_batch``), so the
+D pools are one pool held D times, in the same order on every rank. Its slot loads, evictions
+and slots are counted by DP rank 0 alone (:func:`counts_the_pool`); each rank still counts its
+own requests, lookups and queue.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 from lora_telemetry import runtime
 
 _reporting: list[bool] = []
+_pool_shared: list[bool] = []  # DP attention, on a DP rank other than 0: the pool is counted at rank 0
 
 
 def set_reporting_rank(value: bool) -> None:
@@ -42,3 +49,25 @@ def reporting_rank() -> bool:
     runtime.set_ranks(dp_rank=dp_rank or 0, tp_rank=tp_rank, pp_rank=pp_rank or 0)
     _reporting.append(attn_tp_rank == 0 and attn_cp_rank == 0 and (pp_rank or 0) == 0)
     return _reporting[0]
+
+
+def counts_the_pool() -> bool:
+    """True where this process counts its pool's slot loads, evictions and slots: the reporting
+    scheduler, but with DP attention (the union pool, see above) only DP rank 0's."""
+    if not reporting_rank():
+        return False
+    if not _pool_shared:
+        try:
+            from sglang.srt.runtime_context import get_parallel
+
+            parallel = get_parallel()
+            shared = getattr(parallel, "attn_dp_size", 1) > 1 and getattr(parallel, "attn_dp_rank", 0) != 0
+        except Exception:
+            return True  # not published yet: count, do not remember
+        _pool_shared.append(shared)
+    return not _pool_shared[0]
+
+
+def set_pool_shared(value: bool) -> None:
+    """State whether another DP-attention rank counts this process's pool, where SGLang publishes nothing."""
+    _pool_shared[:] = [value]

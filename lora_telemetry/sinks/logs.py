@@ -117,6 +117,7 @@ class LogSink:
             ev.SlotLoaded: self._slot_loaded,
             ev.SlotEvicted: self._evicted,
             ev.RequestRejected: self._rejected,
+            ev.PoolOverflow: self._overflow,
         }
 
     def _log(self, level: str, event: str, **fields: Any) -> None:
@@ -143,6 +144,10 @@ class LogSink:
 
     def _evicted(self, event: ev.SlotEvicted) -> None:
         self._log("info", "lora.pool.evicted", lora_name=event.lora_name, slot=event.slot, incoming=event.incoming)
+
+    def _overflow(self, event: ev.PoolOverflow) -> None:
+        self._log("error", "lora.pool.union_overflow", local_adapters=event.local_adapters, slots=event.slots,
+                  error=event.error)
 
     def _rejected(self, event: ev.RequestRejected) -> None:
         self._log("warning", "lora.request.rejected", lora_name=_name(event.requested), error=_name(event.error))

@@ -24,6 +24,7 @@ def emitted(monkeypatch):
     monkeypatch.setattr(runtime, "defer", lambda work: work())
     yield seen
     rank_state._reporting.clear()
+    rank_state._pool_shared.clear()
 
 
 def _of(seen: list, kind: type) -> list:
@@ -364,3 +365,37 @@ def test_a_request_arriving_is_not_a_requeue(emitted):
     rank_state.set_reporting_rank(True)
     scheduler.add_request_to_queue(_scheduler(_pool({None: 0}), REFS), NS(rid="r1", lora_id="u1"))
     assert emitted == []
+
+
+def test_dp_attentions_union_pool_is_counted_once_and_held_by_every_rank(emitted):
+    """With DP attention every DP rank loads the union of all ranks' batch adapters into its own pool
+    (sglang/srt/lora/lora_manager.py, prepare_lora_batch): two ranks whose batches hold qa and sql
+    each copy both. Counted at DP rank 0 only, held (bytes) by both."""
+    for rank in (0, 1):
+        rank_state.set_reporting_rank(True)  # attention-TP rank 0 of its DP rank: it counts its requests
+        rank_state.set_pool_shared(rank != 0)
+        _prepare(_pool({None: 0}), {None, "u1", "u2"}, REFS)
+    assert sorted(e.lora_name for e in _of(emitted, ev.SlotLoaded)) == ["qa", "sql"]
+    gpu = [e for e in _of(emitted, ev.Residency) if e.tier == "gpu" and e.lora_name != ev.BASE]
+    assert sorted((e.lora_name, e.memory_only) for e in gpu) == [("qa", False), ("qa", True), ("sql", False),
+                                                                 ("sql", True)]
+    assert [e.memory_only for e in _of(emitted, ev.PoolState)] == [False, True]
+
+
+def test_a_union_of_adapters_larger_than_the_pool_is_reported_before_sglang_stops(emitted):
+    manager = NS(max_loras_per_batch=4)
+
+    def sglang_raises(self, batch):
+        raise ValueError("The global DP-attention batch contains more LoRA adapters than the memory pool can hold")
+
+    with pytest.raises(ValueError, match="more LoRA adapters"):
+        lora_manager.prepare_lora_batch(sglang_raises, manager, NS(lora_ids=["u1", "u2", "u1", None]))
+    [overflow] = _of(emitted, ev.PoolOverflow)
+    assert (overflow.local_adapters, overflow.slots) == (3, 4) and "memory pool" in overflow.error
+
+    def another_error(self, batch):
+        raise ValueError("something else")
+
+    with pytest.raises(ValueError, match="something else"):
+        lora_manager.prepare_lora_batch(another_error, manager, NS(lora_ids=["u1"]))
+    assert len(_of(emitted, ev.PoolOverflow)) == 1

@@ -56,6 +56,7 @@ class PrometheusSink:
             ev.AdmissionDeferred: self._deferred,
             ev.AdmissionWaited: self._waited,
             ev.RequestRequeued: self._requeued,
+            ev.PoolOverflow: self._overflow,
             ev.AdapterLoaded: self._loaded,
             ev.AdapterUnloaded: self._unloaded,
             ev.Residency: self._residency,
@@ -210,6 +211,9 @@ class PrometheusSink:
 
     def _requeued(self, e: ev.RequestRequeued) -> None:
         self.store.inc("sglang_lora_requests_requeued_total", (self._top(e.lora_name), e.reason))
+
+    def _overflow(self, e: ev.PoolOverflow) -> None:
+        self.store.inc("sglang_lora_pool_union_overflows_total", ())
 
     def _loaded(self, e: ev.AdapterLoaded) -> None:
         name = self._top(e.lora_name)

@@ -89,6 +89,9 @@ FAMILIES: tuple[Family, ...] = (
              "Slot loads of an adapter evicted less than the thrash window (default 10 s) before."),
     _gauge("sglang_lora_pool_slots", ("state",),
            "Pool slots by state: used (held, base model included), free, pinned (held by pinned adapters)."),
+    _counter("sglang_lora_pool_union_overflows_total", (),
+             "DP attention: batches whose union of adapters over all DP ranks did not fit the pool (SGLang raised; "
+             "the scheduler stopped)."),
     _histogram("sglang_lora_batch_adapters", (), "Distinct adapters (base model included) per forward batch.",
                BATCH_ADAPTER_BUCKETS),
     _counter("sglang_lora_admission_deferrals_total", ("lora_name", "reason"),
