@@ -89,6 +89,25 @@ class RequestPhases:
 
 
 @dataclass(slots=True)
+class DrainStarted:
+    """SGLang's LoRA drainer holds back new requests of ``lora_name`` so that its slot can go to
+    ``draining_for``, whose requests waited past ``--lora-drain-wait-threshold``."""
+
+    lora_name: str
+    draining_for: str
+
+
+@dataclass(slots=True)
+class DrainEnded:
+    """The drain ended ``seconds`` after it started: the adapter's running requests were done (or the
+    drainer let it go)."""
+
+    lora_name: str
+    draining_for: str
+    seconds: float
+
+
+@dataclass(slots=True)
 class PoolOverflow:
     """DP attention: the adapters of every DP rank's batch, whose union each rank's pool must hold,
     were more than its slots; SGLang raised and the scheduler stops. ``local_adapters``: of this rank's batch."""

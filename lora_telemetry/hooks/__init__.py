@@ -13,6 +13,7 @@ import pkgutil
 
 from lora_telemetry import config
 from lora_telemetry.hooks import (
+    drainer,
     eviction,
     http_server,
     lora_manager,
@@ -24,7 +25,7 @@ from lora_telemetry.hooks import (
 )
 from lora_telemetry.hooks.base import DECLARED, HookSpec
 
-COMPONENTS = (tokenizer, on_demand, preload, lora_manager, memory_pool, eviction, scheduler, http_server)
+COMPONENTS = (tokenizer, on_demand, preload, lora_manager, memory_pool, eviction, scheduler, drainer, http_server)
 logger = logging.getLogger("lora_telemetry")
 
 

@@ -15,7 +15,8 @@ only once its adapter holds one, so its lookup is made at its first admission ch
 ``can_schedule_lora_req`` is asked for every waiting request on every scheduling pass. A
 request it refuses is counted once (marked on the request), with the reason: ``slot`` when
 its adapter cannot get a pool slot, ``drain`` when SGLang's LoRA drainer holds it back by
-policy. When the request is scheduled, how long it waited since its first refusal is observed.
+policy; one refused for a slot and later held back by the drainer is counted under ``drain``
+too. When the request is scheduled, how long it waited since its first refusal is observed.
 
 A scheduled request can go back to the waiting queue (``_add_request_to_queue``): retracted when
 the KV cache runs out under the running batch, preempted by a request of higher priority. That is
@@ -50,6 +51,7 @@ _MISSED = "_lora_telemetry_missed"  # its gpu-tier lookup missed: its batch load
 _DEFERRED = "_lora_telemetry_deferred"  # perf_counter time of its first refusal; 0.0 once scheduled
 _REFUSED_AT = "_lora_telemetry_refused_at"  # perf_counter time of its first refusal, kept for its phases
 _PHASED = "_lora_telemetry_phased"  # its phases were handed on
+_HELD_BY_DRAIN = "_lora_telemetry_held_by_drain"  # counted as deferred by the drainer
 _QUEUED = "_lora_telemetry_queued"  # its wait_queue_entry_time when first scheduled (a re-queue overwrites it)
 _batch_reqs: list[list] = []  # the request list of each forward batch since the last flush
 _state = {"last_flush": 0.0, "busy": False}
@@ -201,7 +203,17 @@ def _refused(scheduler: Any, req: Any) -> None:
     setattr(req, _DEFERRED, time.perf_counter())
     drainer = scheduler.lora_drainer
     reason = "drain" if drainer is not None and not drainer.can_schedule(req) else "slot"
+    if reason == "drain":
+        setattr(req, _HELD_BY_DRAIN, True)
     runtime.emit(ev.AdmissionDeferred(lora_name(req.lora_id, _manager(scheduler).lora_refs), reason))
+
+
+def _maybe_held_by_drain(scheduler: Any, req: Any) -> None:
+    """A request refused for a slot that the drainer now holds back too is counted under drain as
+    well: the two reasons call for different remedies (more slots; a shorter drain threshold)."""
+    if not scheduler.lora_drainer.can_schedule(req):
+        setattr(req, _HELD_BY_DRAIN, True)
+        runtime.emit(ev.AdmissionDeferred(lora_name(req.lora_id, _manager(scheduler).lora_refs), "drain"))
 
 
 @hook("scheduler_admission", f"{SCHEDULER}.can_schedule_lora_req", "AROUND",
@@ -213,8 +225,12 @@ def can_schedule_lora_req(original: Any, self: Any, req: Any, running_loras: Any
     if reports and getattr(self, "enable_lora_overlap_loading", False) and not getattr(req, _SEEN, False):
         safely("scheduler_admission", _admission_lookup, self, req, running_loras)
     ok = original(self, req, running_loras, *args, **kwargs)
-    if not ok and reports and getattr(req, _DEFERRED, None) is None:
-        safely("scheduler_admission", _refused, self, req)
+    if not ok and reports:
+        refused_at = getattr(req, _DEFERRED, None)
+        if refused_at is None:
+            safely("scheduler_admission", _refused, self, req)
+        elif refused_at and self.lora_drainer is not None and not getattr(req, _HELD_BY_DRAIN, False):
+            safely("scheduler_admission", _maybe_held_by_drain, self, req)
     return ok
 
 

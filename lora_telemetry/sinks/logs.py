@@ -118,6 +118,8 @@ class LogSink:
             ev.SlotEvicted: self._evicted,
             ev.RequestRejected: self._rejected,
             ev.PoolOverflow: self._overflow,
+            ev.DrainStarted: self._drain_started,
+            ev.DrainEnded: self._drain_ended,
         }
 
     def _log(self, level: str, event: str, **fields: Any) -> None:
@@ -144,6 +146,13 @@ class LogSink:
 
     def _evicted(self, event: ev.SlotEvicted) -> None:
         self._log("info", "lora.pool.evicted", lora_name=event.lora_name, slot=event.slot, incoming=event.incoming)
+
+    def _drain_started(self, event: ev.DrainStarted) -> None:
+        self._log("info", "lora.drain.started", lora_name=event.lora_name, draining_for=event.draining_for)
+
+    def _drain_ended(self, event: ev.DrainEnded) -> None:
+        self._log("info", "lora.drain.ended", lora_name=event.lora_name, draining_for=event.draining_for,
+                  duration_s=round(event.seconds, 6))
 
     def _overflow(self, event: ev.PoolOverflow) -> None:
         self._log("error", "lora.pool.union_overflow", local_adapters=event.local_adapters, slots=event.slots,

@@ -12,6 +12,7 @@ import pytest
 
 from lora_telemetry import events as ev
 from lora_telemetry import runtime
+from lora_telemetry.hooks import drainer as drainer_hooks
 from lora_telemetry.hooks import lora_manager, memory_pool, scheduler
 from lora_telemetry.hooks import ranks as rank_state
 
@@ -399,3 +400,45 @@ def test_a_union_of_adapters_larger_than_the_pool_is_reported_before_sglang_stop
     with pytest.raises(ValueError, match="something else"):
         lora_manager.prepare_lora_batch(another_error, manager, NS(lora_ids=["u1"]))
     assert len(_of(emitted, ev.PoolOverflow)) == 1
+
+
+def _waiting(lora_id: str, waited_s: float = 0.0, max_new_tokens: int = 8, outputs: int = 0) -> NS:
+    """A request as SGLang's drainer reads it (it measures waits with time.monotonic)."""
+    return NS(rid=f"r-{lora_id}", lora_id=lora_id, time_stats=NS(wait_queue_entry_time=time.monotonic() - waited_s),
+              sampling_params=NS(max_new_tokens=max_new_tokens), output_ids=[0] * outputs, finished_reason=None)
+
+
+def test_drain_episodes_of_sglangs_own_drainer_are_started_and_ended_with_their_length(emitted):
+    """SGLang's LoRADrainer, in process: qa and sql hold both slots, chat waited past the threshold,
+    so qa (fewest tokens left) drains for chat; once qa's requests are done the drain ends."""
+    from sglang.srt.lora.lora_drainer import LoRADrainer
+
+    rank_state.set_reporting_rank(True)
+    refs = {**REFS, "u3": NS(lora_name="chat", pinned=False)}
+    drainer = LoRADrainer(max_loras_per_batch=2, max_wait_time_secs=0.5)
+    sched = NS(lora_drainer=drainer, tp_worker=NS(model_runner=NS(lora_manager=NS(lora_refs=refs))))
+    drainer_hooks.scheduler_init(None, sched)
+    running = [_waiting("u1", max_new_tokens=8, outputs=4), _waiting("u2", max_new_tokens=64)]
+    waiting = [_waiting("u3", waited_s=1.0)]
+    for _ in range(3):  # further passes while it drains start nothing new
+        drainer.update_draining_state(waiting, running)
+        drainer_hooks.update_draining_state(None, drainer)
+    [started] = _of(emitted, ev.DrainStarted)
+    assert (started.lora_name, started.draining_for) == ("qa", "chat") and not _of(emitted, ev.DrainEnded)
+    time.sleep(0.02)
+    drainer.update_draining_state(waiting, running[1:])  # qa's request is done
+    drainer_hooks.update_draining_state(None, drainer)
+    [ended] = _of(emitted, ev.DrainEnded)
+    assert (ended.lora_name, ended.draining_for) == ("qa", "chat") and ended.seconds >= 0.02
+
+
+def test_a_request_refused_for_a_slot_and_then_held_by_a_drain_is_counted_under_both(emitted):
+    rank_state.set_reporting_rank(True)
+    holding = [False]
+    drainer = NS(can_schedule=lambda req: not holding[0])
+    sched = _scheduler(_pool({None: 0}), REFS, drainer=drainer)
+    req = _waiting("u1")
+    for hold in (False, False, True, True):
+        holding[0] = hold
+        assert not scheduler.can_schedule_lora_req(lambda *args: False, sched, req, set())
+    assert [e.reason for e in _of(emitted, ev.AdmissionDeferred)] == ["slot", "drain"]

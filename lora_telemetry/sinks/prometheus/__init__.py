@@ -57,6 +57,7 @@ class PrometheusSink:
             ev.AdmissionWaited: self._waited,
             ev.RequestRequeued: self._requeued,
             ev.PoolOverflow: self._overflow,
+            ev.DrainEnded: self._drained,
             ev.AdapterLoaded: self._loaded,
             ev.AdapterUnloaded: self._unloaded,
             ev.Residency: self._residency,
@@ -211,6 +212,9 @@ class PrometheusSink:
 
     def _requeued(self, e: ev.RequestRequeued) -> None:
         self.store.inc("sglang_lora_requests_requeued_total", (self._top(e.lora_name), e.reason))
+
+    def _drained(self, e: ev.DrainEnded) -> None:
+        self.store.observe("sglang_lora_drain_seconds", (self._top(e.lora_name),), e.seconds)
 
     def _overflow(self, e: ev.PoolOverflow) -> None:
         self.store.inc("sglang_lora_pool_union_overflows_total", ())

@@ -100,6 +100,9 @@ FAMILIES: tuple[Family, ...] = (
     _counter("sglang_lora_requests_requeued_total", ("lora_name", "reason"),
              "Requests sent back from the running batch to the waiting queue: reason = retract (the KV cache "
              "ran out), preempt (a request of higher priority took their place).", busiest=True),
+    _histogram("sglang_lora_drain_seconds", ("lora_name",),
+               "Drain episodes of an adapter, by length: from SGLang's drainer holding back its new requests "
+               "for a starving adapter until its running requests were done.", LATENCY_BUCKETS),
     _histogram("sglang_lora_admission_wait_seconds", ("lora_name",),
                "Time from a request's first deferral to its scheduling.", LATENCY_BUCKETS),
     # Adapter lifecycle

@@ -10,7 +10,7 @@ def test_every_spec_metric_is_declared_with_its_type_and_labels():
 
 
 def test_spec_has_all_sections():
-    assert len(spec_families()) == 35
+    assert len(spec_families()) == 36
 
 
 def test_names_follow_prometheus_conventions():
