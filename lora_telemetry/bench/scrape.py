@@ -1,16 +1,18 @@
 """What a scrape costs at adapter scale.
 
 ``synthetic``: the series of N adapters that have all served requests, each with every series
-the budget allows it (a request finished and one aborted, a reload; latency histograms for the
+the budget allows it (a request finished and one aborted, a reload, a retraction, a drain; latency histograms for the
 busiest, see :mod:`lora_telemetry.sinks.prometheus.busiest`), as a real server holds them
 (request, token, latency and tokenizer-phase series in the main process; cache, pool,
 scheduler-phase and residency series in a scheduler's snapshot file): what a scheduler
-pays to publish them, and a scrape to render them. ``live``: ``GET /metrics`` on a running server, optionally
+pays to publish them, a scrape to render them, and how long an event loop beside the
+server's (cooperative) renderer waits at worst. ``live``: ``GET /metrics`` on a running server, optionally
 first given N adapters that each served a request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -47,6 +49,7 @@ def adapter_series(adapters: int) -> tuple[Store, Store]:
                       ev.SlotLoaded(name, i % 8, 0.0004, 2.0, True, 65536),
                       ev.SlotLoaded(name, i % 8, 0.0004, 0.5, True, 65536, "reload"), ev.SlotEvicted(name, i % 8),
                       ev.AdmissionDeferred(name, "slot"), ev.AdmissionWaited(name, 0.01),
+                      ev.RequestRequeued(name, "retract"), ev.DrainEnded(name, "tenant-00000", 0.5),
                       ev.RequestPhases(name, "r", False, 1.001, 1.002, 1.012, 1.04, 0.0004),
                       ev.AdapterLoaded(name, "api", True, 0.02), ev.AdapterUnloaded(name, "capacity", 0.001),
                       ev.Residency(name, "host", True, 65536, False),
@@ -64,6 +67,24 @@ class ScrapeCost:
     exposition_bytes: int
     series: int  # samples in the exposition
     publish: Timing  # a scheduler writing its snapshot (a thread of its own, beside the scheduler's loop)
+    loop_wait: Timing  # per scrape, the longest an event loop waited while the server's renderer ran beside it
+
+
+def loop_wait(render: Callable[[], bytes], tick_s: float = 0.0005) -> float:
+    """The longest an asyncio loop, ticking every ``tick_s``, came late while ``render`` ran in a
+    worker thread, as SGLang's loop does while a scrape renders: what a request waits for."""
+
+    async def watch() -> float:
+        rendering = asyncio.get_running_loop().run_in_executor(None, render)
+        worst = 0.0
+        while not rendering.done():
+            start = time.perf_counter()
+            await asyncio.sleep(tick_s)
+            worst = max(worst, time.perf_counter() - start - tick_s)
+        await rendering
+        return worst
+
+    return asyncio.run(watch())
 
 
 def synthetic(adapters: int, scrapes: int = 20, churn: float = 0.1) -> ScrapeCost:
@@ -76,11 +97,11 @@ def synthetic(adapters: int, scrapes: int = 20, churn: float = 0.1) -> ScrapeCos
     with tempfile.TemporaryDirectory() as directory:
         publisher = Publisher(scheduler, Path(directory), {"dp_rank": "0"}, pid=os.getpid())
         publisher.publish()
-        renderer = Renderer(main, Path(directory))
+        renderer, served = Renderer(main, Path(directory)), Renderer(main, Path(directory), cooperative=True)
         start = time.perf_counter()
         body = renderer.render()
         first = time.perf_counter() - start
-        renders, publishes = [], []
+        renders, publishes, waits = [], [], []
         for scrape in range(scrapes):
             for i in range(scrape * changed, (scrape + 1) * changed):
                 name = f"tenant-{i % adapters:05d}"
@@ -93,7 +114,8 @@ def synthetic(adapters: int, scrapes: int = 20, churn: float = 0.1) -> ScrapeCos
             start = time.perf_counter()
             body = renderer.render()
             renders.append(time.perf_counter() - start)
-    return ScrapeCost(summarize(renders), first, len(body), samples(body), summarize(publishes))
+            waits.append(loop_wait(served.render))
+    return ScrapeCost(summarize(renders), first, len(body), samples(body), summarize(publishes), summarize(waits))
 
 
 def samples(body: bytes) -> int:

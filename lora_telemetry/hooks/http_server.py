@@ -83,12 +83,14 @@ def with_lora_metrics(inner: ASGIApp) -> ASGIApp:
 
         await inner({**scope, "headers": headers}, receive, capture)
         renderer = runtime.get().renderer
-        ours = await renderer.render_async() if renderer is not None else b""
-        payload = b"".join(body) + ours
+        ours = await renderer.render_async() if renderer is not None else []
+        pieces = [*body, *ours]  # sent one by one: joining megabytes would hold the event loop
         response_headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-        response_headers.append((b"content-length", str(len(payload)).encode()))
+        response_headers.append((b"content-length", str(sum(map(len, pieces))).encode()))
         await send({"type": "http.response.start", "status": start.get("status", 200), "headers": response_headers})
-        await send({"type": "http.response.body", "body": payload})
+        for piece in pieces[:-1]:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": pieces[-1] if pieces else b""})
 
     return app
 

@@ -1,11 +1,12 @@
 """Merge this process's store with the published snapshots and render the text format.
 
 The rendered bytes are cached and rebuilt only when a store or a snapshot changed, and
-the rebuild runs in a worker thread, so a scrape costs the event loop a dict lookup and a
-copy of bytes, not a render. Series are merged by their label text; histograms whose
-counts did not change since the last render reuse their text. Counters and histograms of
-processes that exited are kept (a counter must not go backwards within a server's life);
-their gauges are dropped, as they describe a process that no longer exists.
+the rebuild runs in a worker thread that lets the event loop in every millisecond, so a
+scrape costs the event loop a dict lookup and a send of bytes, not a render. Series are
+merged by their label text; histograms whose counts did not change since the last render
+reuse their text. Counters and histograms of processes that exited are kept (a counter
+must not go backwards within a server's life); their gauges are dropped, as they describe
+a process that no longer exists.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from lora_telemetry.sinks.prometheus.cooperative import UNPACED, Pacer
 from lora_telemetry.sinks.prometheus.families import FAMILIES, Family
 from lora_telemetry.sinks.prometheus.gc_pause import gc_paused
 from lora_telemetry.sinks.prometheus.labels import by_label_text
@@ -25,6 +27,7 @@ from lora_telemetry.sinks.prometheus.store import Store
 Source = tuple[dict[str, dict[str, Any]], bool]  # family -> label text -> value; process alive
 _HISTOGRAM_TEXT: dict[tuple[str, str], tuple[list, str]] = {}
 _HISTOGRAM_LIMIT = 1_000_000
+PIECE_LINES = 2000  # about 150 kB of text: a fraction of a millisecond to encode
 
 
 def _number(value: float) -> str:
@@ -37,15 +40,17 @@ def _number(value: float) -> str:
     return repr(value)
 
 
-def _merge(family: Family, sources: list[Source]) -> dict[str, Any]:
+def _merge(family: Family, sources: list[Source], pacer: Pacer) -> dict[str, Any]:
     present = [series for families, alive in sources
                if (series := families.get(family.name)) and (alive or family.type != "gauge")]
     if len(present) <= 1:
         return present[0] if present else {}
     merged = dict(present[0])
     gauge_max = family.type == "gauge" and family.merge == "max"
+    tick = pacer.tick
     for series in present[1:]:
         for key, value in series.items():
+            tick()
             old = merged.get(key)
             if old is None:
                 merged[key] = value
@@ -75,58 +80,81 @@ def _histogram_text(name: str, bounds: list[str], labels: str, counts: list) -> 
     return text
 
 
-def render_families(sources: list[Source]) -> bytes:
-    """Text exposition of every family from ``(families by label text, process alive)`` sources."""
+def render_families(sources: list[Source], pacer: Pacer = UNPACED) -> list[bytes]:
+    """Text exposition of every family from ``(families by label text, process alive)`` sources,
+    in pieces of at most ``PIECE_LINES`` lines: megabytes joined or encoded at once would hold the
+    interpreter lock for milliseconds; the pieces are sent one after another."""
+    pieces: list[bytes] = []
     out: list[str] = []
+    tick = pacer.tick
+
+    def line(text: str) -> None:
+        out.append(text)
+        tick()
+        if len(out) >= PIECE_LINES:
+            pieces.append("".join(out).encode())
+            out.clear()
+
     for family in FAMILIES:
-        merged = _merge(family, sources)
+        merged = _merge(family, sources, pacer)
         if not merged:
             continue
         name = family.name
-        out.append(f"# HELP {name} {family.help}\n# TYPE {name} {family.type}\n")
+        line(f"# HELP {name} {family.help}\n# TYPE {name} {family.type}\n")
         if family.type == "histogram":
             bounds = [f'le="{_number(b)}"}} ' for b in family.buckets] + ['le="+Inf"} ']
-            out.extend(_histogram_text(name, bounds, labels, counts) for labels, counts in merged.items())
+            for labels, counts in merged.items():
+                line(_histogram_text(name, bounds, labels, counts))
             continue
         for labels, value in merged.items():
             number = str(value) if type(value) is int else _number(value)
-            out.append(f"{name}{{{labels}}} {number}\n" if labels else f"{name} {number}\n")
-    return "".join(out).encode()
+            line(f"{name}{{{labels}}} {number}\n" if labels else f"{name} {number}\n")
+    if out:
+        pieces.append("".join(out).encode())
+    return pieces
 
 
-def local_source(store: Store) -> dict[str, dict[str, Any]]:
+def local_source(store: Store, pacer: Pacer | None = None) -> dict[str, dict[str, Any]]:
     _, families = store.copy()
     by_name = {f.name: f for f in FAMILIES}
-    return {name: by_label_text(by_name[name].labels, series) for name, series in families.items()}
+    return {name: by_label_text(by_name[name].labels, series, pacer=pacer) for name, series in families.items()}
 
 
 class Renderer:
-    """Our part of ``/metrics``: the local store plus every snapshot in ``state_dir``."""
+    """Our part of ``/metrics``: the local store plus every snapshot in ``state_dir``. A
+    ``cooperative`` renderer lets other threads in every millisecond (:mod:`.cooperative`): the
+    one serving SGLang's ``/metrics``, whose event loop must not wait for it."""
 
-    def __init__(self, store: Store, state_dir: Path | None) -> None:
+    def __init__(self, store: Store, state_dir: Path | None, cooperative: bool = False) -> None:
         self.store = store
+        self.cooperative = cooperative
         self.reader = Reader(state_dir) if state_dir else None
         self._lock = threading.Lock()
         self._key: Any = None
-        self._bytes = b""
+        self._pieces: list[bytes] = []
 
     def _current_key(self) -> Any:
         return (self.store.version, self.reader.signature() if self.reader else ())
 
-    def render(self) -> bytes:
+    def render_pieces(self) -> list[bytes]:
+        """The exposition in pieces, rebuilt if a store or a snapshot changed."""
         with self._lock, gc_paused():
             key = self._current_key()
             if key == self._key:
-                return self._bytes
-            sources: list[Source] = [(local_source(self.store), True)]
+                return self._pieces
+            pacer = Pacer(self.cooperative)
+            sources: list[Source] = [(local_source(self.store, pacer), True)]
             if self.reader:
-                sources += [(s.families, pid_alive(s.pid)) for s in self.reader.read(key[1])]
-            self._bytes = render_families(sources)
+                sources += [(s.families, pid_alive(s.pid)) for s in self.reader.read(key[1], pacer)]
+            self._pieces = render_families(sources, pacer)
             self._key = key
-            return self._bytes
+            return self._pieces
 
-    async def render_async(self) -> bytes:
-        """Serve the cache if current, else render in a worker thread, off the event loop."""
+    def render(self) -> bytes:
+        return b"".join(self.render_pieces())
+
+    async def render_async(self) -> list[bytes]:
+        """The pieces, from the cache if current, else rendered in a worker thread, off the event loop."""
         if self._key == self._current_key():
-            return self._bytes
-        return await asyncio.get_running_loop().run_in_executor(None, self.render)
+            return self._pieces
+        return await asyncio.get_running_loop().run_in_executor(None, self.render_pieces)

@@ -6,6 +6,8 @@ by a dict lookup. The text is also the key under which samples of several proces
 
 from __future__ import annotations
 
+from lora_telemetry.sinks.prometheus.cooperative import Pacer
+
 _CACHE: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
 _LIMIT = 2_000_000  # entries; past it the cache starts over rather than grow without bound
 
@@ -29,8 +31,16 @@ def label_text(names: tuple[str, ...], values: tuple[str, ...]) -> str:
 
 
 def by_label_text(names: tuple[str, ...], series: dict[tuple[str, ...], object],
-                  extra: tuple[str, ...] = ()) -> dict[str, object]:
-    """``series`` keyed by label values -> keyed by label text (``extra`` values appended)."""
-    if extra:
-        return {label_text(names, labels + extra): value for labels, value in series.items()}
-    return {label_text(names, labels): value for labels, value in series.items()}
+                  extra: tuple[str, ...] = (), pacer: Pacer | None = None) -> dict[str, object]:
+    """``series`` keyed by label values -> keyed by label text (``extra`` values appended);
+    with a ``pacer``, letting other threads in as it goes (see :mod:`.cooperative`)."""
+    if pacer is None:
+        if extra:
+            return {label_text(names, labels + extra): value for labels, value in series.items()}
+        return {label_text(names, labels): value for labels, value in series.items()}
+    out: dict[str, object] = {}
+    tick = pacer.tick
+    for labels, value in series.items():
+        out[label_text(names, labels + extra if extra else labels)] = value
+        tick()
+    return out
