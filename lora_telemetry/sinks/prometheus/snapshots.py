@@ -4,7 +4,8 @@ One file per process in the run's state directory, replaced atomically (write, t
 rename) by a daemon thread at most every ``PUBLISH_INTERVAL_S`` and only when something
 changed, so the scheduler's hot path never touches a file. The thread shares the GIL with the
 scheduler's loop: when publishing costs more (thousands of adapters), it publishes less often,
-so that it never takes more than ``MAX_CPU_SHARE`` of the time. A reader sees either the old or
+so that it never takes more than ``MAX_CPU_SHARE`` of the time, and it lets the loop in every
+millisecond while it works (:mod:`.cooperative`). A reader sees either the old or
 the new snapshot, never a torn one. Series are keyed by their rendered label text (this
 process's ``dp_rank`` included), so the reader merges and renders without re-formatting.
 The format is ``marshal`` (parsed at C speed: 10,000 adapters' series in a few tens of
@@ -72,10 +73,12 @@ class Publisher:
         spent = 0.0
         while not self._stop.wait(pause_after(spent)):
             started = time.thread_time()
-            self.publish()
+            self.publish(paced=True)
             spent = time.thread_time() - started
 
-    def publish(self) -> None:
+    def publish(self, paced: bool = False) -> None:
+        """Write the snapshot if the store changed. ``paced``: from the publishing thread, letting the
+        scheduler's loop in every millisecond (:mod:`.cooperative`); a synchronous flush is not."""
         if self.before_publish is not None:
             self.before_publish()
         with self._lock, gc_paused():  # the thread and a synchronous flush must not share the temp file
@@ -84,8 +87,9 @@ class Publisher:
                 return
             extra = self.extra_labels()
             names, values = tuple(extra), tuple(extra.values())
+            pacer = Pacer(paced)
             payload = {"pid": self.pid, "families": {
-                name: _chunks(by_label_text(BY_NAME[name].labels + names, series, values))
+                name: _chunks(by_label_text(BY_NAME[name].labels + names, series, values, pacer), pacer)
                 for name, series in families.items()}}
             tmp = self.path.with_name(f".{self.path.name}.tmp")
             try:
@@ -96,9 +100,13 @@ class Publisher:
                 pass  # the directory went away (server shutting down); nothing to report to
 
 
-def _chunks(series: dict[str, Any]) -> list[bytes]:
+def _chunks(series: dict[str, Any], pacer: Pacer) -> list[bytes]:
     items = list(series.items())
-    return [marshal.dumps(dict(items[start:start + CHUNK])) for start in range(0, len(items), CHUNK)]
+    chunks = []
+    for start in range(0, len(items), CHUNK):
+        chunks.append(marshal.dumps(dict(items[start:start + CHUNK])))
+        pacer.pause()
+    return chunks
 
 
 def pause_after(spent: float) -> float:
