@@ -14,14 +14,16 @@ from tests.conftest import lora_paths, metrics_when, post, running_server, unexp
 
 pytestmark = pytest.mark.server
 ADAPTERS = ["qa", "sql", "chat"]
-PER_ADAPTER = 3
-TOKENS = 120
+PER_ADAPTER = 4
+TOKENS = 300
 
 
 @pytest.fixture(scope="module")
 def retracting(bed, tmp_path_factory):
-    """Nine requests of 120 tokens each over a KV cache of 1,024 tokens: SGLang, told to admit almost
-    as if requests ended at once (conservativeness 0.02), admits them all and then runs out."""
+    """Twelve requests of 300 tokens each over a KV cache of 1,024 tokens: SGLang, told to admit almost
+    as if requests ended at once (conservativeness 0.02), admits them all and then runs out. (With
+    ``ignore_eos`` SGLang reserves every token a request may take; ``min_new_tokens`` fixes the
+    length without that.)"""
     tmp = tmp_path_factory.mktemp("requeue")
     flags = ["--max-loras-per-batch", "4", "--max-total-tokens", "1024", "--schedule-conservativeness", "0.02",
              *lora_paths(bed, ADAPTERS)]
@@ -32,7 +34,7 @@ def retracting(bed, tmp_path_factory):
         def one(name: str, i: int) -> None:
             status, body = post(server, "/generate", {
                 "text": f"request {i} of {name}", "lora_path": name,
-                "sampling_params": {"max_new_tokens": TOKENS, "ignore_eos": True, "temperature": 0}})
+                "sampling_params": {"max_new_tokens": TOKENS, "min_new_tokens": TOKENS, "temperature": 0}})
             assert status == 200, body
             with lock:
                 sent[name] += 1
