@@ -143,6 +143,14 @@ class CacheLookup:
 
 
 @dataclass(slots=True)
+class DecodingAdapters:
+    """A prefill batch is about to run (access log only): the adapters with unfinished requests in
+    the running batch, which a priority pool keeps while another victim is left."""
+
+    lora_names: tuple[str, ...]
+
+
+@dataclass(slots=True)
 class HostSpanLookup:
     """A cache lookup of a request the host traces itself, with the host's open OTel span of
     that request in this process (only then: untraced lookups cost no second event)."""

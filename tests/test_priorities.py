@@ -120,12 +120,15 @@ def test_the_simulator_keeps_a_decoding_adapter_like_the_policy_and_counts_the_r
     legal would go and its next decode step copy it back; kept as running, qa goes instead. SGLang's
     FIFO takes legal, and the decode step's copy is a reload (a load no new request asked for). The
     live server does the same (tests/hooks/test_eviction.py)."""
-    trace = [(("__base__",), (0,)), (("legal",), (1,)), (("legal",), (0,)), (("qa",), (1,)),
-             (("legal",), (0,)), (("code",), (1,)), (("legal",), (0,))]
+    trace = [(("__base__",), (0,)), (("legal",), (1,)), (("legal",), (0,)), ("legal",), (("qa",), (1,)),
+             (("legal",), (0,)), ("legal",), (("code",), (1,)), (("legal",), (0,))]  # 1-tuples: D records
     ranked, fifo = PoolSimulator(3, priorities={"qa": 5, "code": 5}), PoolSimulator(3, "fifo")
     for pool in (ranked, fifo):
-        for adapters, new in trace:
-            pool.batch(adapters, new)
+        for step in trace:
+            if len(step) == 1:
+                pool.decoding(step)  # the running batch before a prefill batch
+            else:
+                pool.batch(*step)
     assert ranked.evictions == {"qa": 1} and not ranked.reloads
     assert fifo.evictions == {"legal": 1, "qa": 1} and fifo.reloads == {"legal": 1}  # the reload takes qa's slot
     assert fifo.slot_loads["legal"] == 2 and ranked.slot_loads["legal"] == 1

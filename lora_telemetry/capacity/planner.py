@@ -43,6 +43,7 @@ from lora_telemetry.capacity.recording import (
     Admission,
     Batch,
     Copy,
+    Decoding,
     Load,
     Pool,
     Record,
@@ -190,6 +191,8 @@ def _replay(pools: dict[int, list[Record]], slots: int, policy: str, pin: tuple[
                         pool.batch(batch.adapters, batch.new_requests)
                 elif isinstance(record, Admission):
                     pool.admitted(record.name)
+                elif isinstance(record, Decoding):
+                    pool.decoding(record.names)
                 elif isinstance(record, (Load, Unload)) and record.name in pinned:
                     continue  # preloaded pinned by the plan: neither loaded nor unloaded again
                 elif isinstance(record, Load):

@@ -22,10 +22,13 @@ scheduler whose pool the record is about (each rank has a pool of its own)::
                                                   marks nothing
     C <time> <dp> <name> <seconds> <bytes>        a slot load's copy took this long (with overlap loading,
                                                   from its launch to its end) and read this many bytes
+    D <time> <dp> [<name> ...]                    before a prefill batch: the adapters with unfinished
+                                                  requests in the running batch (a priority pool keeps
+                                                  them while another victim is left)
     R <arrival> <name> <prompt> <output>          a finished request, from the tokenizer side
     # <text>                                      a comment (a size limit reached is said so here)
 
-The scheduler writes S, L, U, B, A and C; the tokenizer writes R; ``lora-telemetry bench --record``
+The scheduler writes S, L, U, B, A, C and D; the tokenizer writes R; ``lora-telemetry bench --record``
 writes R from its own schedule (a recording without B lines is analysed one batch per request).
 """
 
@@ -102,6 +105,15 @@ class Copy:
 
 
 @dataclass(slots=True)
+class Decoding:
+    """What the running batch held when a prefill batch came: traffic's doing, not the policy's,
+    so a plan's replay keeps it."""
+    time: float
+    dp: int
+    names: tuple[str, ...]
+
+
+@dataclass(slots=True)
 class Request:
     arrival: float
     name: str
@@ -109,7 +121,7 @@ class Request:
     output_tokens: int
 
 
-Record = Pool | Load | Unload | Batch | Admission | Copy | Request
+Record = Pool | Load | Unload | Batch | Admission | Copy | Decoding | Request
 
 
 def encode(name: str) -> str:
@@ -130,6 +142,8 @@ def format_record(record: Record) -> str:
             return f"A {time:.3f} {dp} {encode(name)}"
         case Copy(time, dp, name, seconds, size):
             return f"C {time:.3f} {dp} {encode(name)} {seconds:.6f} {size}"
+        case Decoding(time, dp, names):
+            return f"D {time:.3f} {dp}" + "".join(" " + encode(name) for name in names)
         case Load(time, dp, name, pinned):
             return f"L {time:.3f} {dp} {encode(name)} {int(pinned)}"
         case Unload(time, dp, name):
@@ -178,6 +192,8 @@ def parse_line(text: str, last: list | None = None) -> Record | None:
         return Admission(float(fields[1]), int(fields[2]), unquote(fields[3]))
     if kind == "C" and len(fields) == 6 and float(fields[4]) >= 0 and int(fields[5]) >= 0:
         return Copy(float(fields[1]), int(fields[2]), unquote(fields[3]), float(fields[4]), int(fields[5]))
+    if kind == "D" and len(fields) >= 3:
+        return Decoding(float(fields[1]), int(fields[2]), tuple(unquote(name) for name in fields[3:]))
     if kind == "U" and len(fields) == 4:
         return Unload(float(fields[1]), int(fields[2]), unquote(fields[3]))
     if kind == "R" and len(fields) == 5:

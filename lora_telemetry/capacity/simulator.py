@@ -11,8 +11,8 @@ eviction policies (``sglang/srt/lora/mem_pool.py``, ``eviction_policy.py``):
 - LRU picks the least recently marked victim; FIFO the one marked first since it entered;
   with adapter priorities (:mod:`lora_telemetry.priorities`) the lowest priority goes first,
   LRU within a priority (requests' own priorities are not in a recording, so they lift nothing),
-  and adapters still decoding go last: those of the latest decode step (a batch that schedules
-  no new request; requests admitted since and finished since are not known);
+  and adapters still decoding go last: those the recording says the running batch held before
+  the batch at hand (``D`` records; a recording without them protects none);
 - a slot load in a batch that schedules no new request of that adapter copies back an adapter
   evicted under its running requests: a reload (SGLang's decode step makes it);
 - an unloaded adapter leaves the pool and the policy's order at once;
@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 
-from lora_telemetry.capacity.recording import BASE, Admission, Batch, Load, Record, Unload
+from lora_telemetry.capacity.recording import BASE, Admission, Batch, Decoding, Load, Record, Unload
 from lora_telemetry.priorities import DEFAULT, pick_victim
 
 
@@ -51,7 +51,7 @@ class PoolSimulator:
         self.pinned: set[str] = set()
         self.slot_loads: Counter[str] = Counter()
         self.reloads: Counter[str] = Counter()  # of the slot loads, those for running requests
-        self.running: set[str] = set()  # adapters of the latest decode step: still decoding, as far as we know
+        self.running: set[str] = set()  # adapters with unfinished requests in the running batch (D records)
         self.overlap = False  # admission records seen: loads are made at admission, never reloads
         self.evictions: Counter[str] = Counter()
         self.hits: Counter[str] = Counter()
@@ -69,6 +69,10 @@ class PoolSimulator:
         self.order.pop(name, None)
         self.pinned.discard(name)
 
+    def decoding(self, names: tuple[str, ...]) -> None:
+        """The running batch's adapters before the next (prefill) batch: a priority pool keeps them."""
+        self.running = set(names)
+
     def admitted(self, name: str) -> None:
         """A request's gpu lookup at its first admission check (overlap loading)."""
         self.overlap = True
@@ -80,8 +84,6 @@ class PoolSimulator:
             for name, count in zip(adapters, new_requests, strict=True):
                 if count:
                     self.hits[name] += count
-            if not any(new_requests):
-                self.running = set(adapters)
             return
         self._last = adapters
         for name, count in zip(adapters, new_requests, strict=True):
@@ -98,8 +100,6 @@ class PoolSimulator:
                 self.slot_loads[name] += 1
                 if not count and not self.overlap and name != BASE:
                     self.reloads[name] += 1
-        if not any(new_requests):
-            self.running = needed
 
     def _mark(self, name: str) -> None:
         if name == BASE:
@@ -137,6 +137,8 @@ class PoolSimulator:
                 self.batch(record.adapters, record.new_requests)
             elif isinstance(record, Admission):
                 self.admitted(record.name)
+            elif isinstance(record, Decoding):
+                self.decoding(record.names)
             elif isinstance(record, Load):
                 self.load(record.name, record.pinned)
             elif isinstance(record, Unload):

@@ -145,6 +145,14 @@ def _first_scheduled(scheduler: Any, reqs: list) -> None:
             _lookup(req, refs, req.lora_id in slots)
 
 
+def _record_decoding(scheduler: Any) -> None:
+    """For the access log (only then: it walks the running batch once per prefill batch): the
+    adapters a priority pool keeps while this prefill batch takes slots."""
+    refs = _manager(scheduler).lora_refs
+    uids = {r.lora_id for reqs in _running_lists(scheduler) for r in reqs if r.finished_reason is None}
+    runtime.emit(ev.DecodingAdapters(tuple(sorted(lora_name(uid, refs) for uid in uids if uid is not None))))
+
+
 def _traced_span(req: Any) -> Any:
     """SGLang's open span of this request in this scheduler, when it traces (``--enable-trace``)."""
     context = getattr(getattr(req, "time_stats", None), "trace_ctx", None)
@@ -164,6 +172,8 @@ def _on_batch(self: Any, batch: Any) -> None:
     _batch_reqs.append(batch.reqs)
     if mode.is_extend():
         _first_scheduled(self, batch.reqs)
+        if runtime.get().config.access_log is not None:
+            _record_decoding(self)
     now = time.monotonic()
     if now - _state["last_flush"] >= FLUSH_INTERVAL_S:
         _flush(self, batch, now)

@@ -27,6 +27,7 @@ from lora_telemetry.capacity.recording import (
     Admission,
     Batch,
     Copy,
+    Decoding,
     Load,
     Pool,
     Record,
@@ -97,7 +98,8 @@ class AccessLogSink:
         self.copying: dict[str, int] = {}  # overlapped copies in flight: their bytes, by adapter
         self.handlers = {ev.PoolBatch: self._batch, ev.CacheLookup: self._lookup,
                          ev.Residency: self._residency, ev.RequestFinished: self._request,
-                         ev.SlotLoaded: self._slot_loaded, ev.SlotCopied: self._slot_copied}
+                         ev.SlotLoaded: self._slot_loaded, ev.SlotCopied: self._slot_copied,
+                         ev.DecodingAdapters: self._decoding}
 
     def _dp(self) -> int:
         return self.dp_rank() or 0
@@ -116,6 +118,9 @@ class AccessLogSink:
         counts = tuple(self.first_scheduled.pop(name, 0) for name in e.adapters) if self.first_scheduled else \
             (0,) * len(e.adapters)
         self.appender.add(Batch(e.time, self._dp(), e.adapters, counts))
+
+    def _decoding(self, e: ev.DecodingAdapters) -> None:
+        self.appender.add(Decoding(time.time(), self._dp(), e.lora_names))
 
     def _slot_loaded(self, e: ev.SlotLoaded) -> None:
         if e.seconds is None:

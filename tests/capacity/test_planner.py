@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from lora_telemetry.capacity.planner import make_plan
-from lora_telemetry.capacity.recording import BASE, VERSION_LINE, Batch, Copy, Pool, Request, format_record
+from lora_telemetry.capacity.recording import BASE, VERSION_LINE, Batch, Copy, Decoding, Pool, Request, format_record
 from lora_telemetry.plan import read
 
 ROUNDS = 40
@@ -103,6 +103,8 @@ def _decoding_beside_a_hot_adapter(path):
                               (("big", "small"), (0, 0)), ((f"cold-{i}",), (1,)), (("big", "small"), (0, 0)),
                               (("hot",), (1,)), (("big", "small"), (0, 0))]:
             t += 0.01
+            if any(new) and adapters != ("big", "small"):
+                records.append(Decoding(t, 0, ("big", "small") if i or adapters != ("hot",) else ()))
             records.append(Batch(t, 0, adapters, new))
             records += [Copy(t, 0, name, BIG_S if name == "big" else SMALL_S, 100 if name == "big" else 1)
                         for name in adapters]

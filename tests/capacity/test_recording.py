@@ -9,6 +9,7 @@ from lora_telemetry.capacity.recording import (
     Admission,
     Batch,
     Copy,
+    Decoding,
     Load,
     Pool,
     RecordingError,
@@ -30,6 +31,8 @@ ODD_NAMES = ["qa", "with space", "colon:7", "100%", "ünïcode-名前", "new\nli
     Request(5.5, "ünïcode-名前", 12, 30),
     Admission(6.0, 1, "100%"),
     Copy(7.0, 0, "a/b", 0.026125, 83886080),
+    Decoding(8.0, 1, ("qa", "with space")),
+    Decoding(8.5, 0, ()),
 ])
 def test_each_record_round_trips_through_one_line(record):
     line = format_record(record)

@@ -9,7 +9,7 @@ import pytest
 
 from lora_telemetry import config, runtime
 from lora_telemetry import events as ev
-from lora_telemetry.capacity.recording import Admission, Batch, Copy, Load, Pool, Request, Unload, read
+from lora_telemetry.capacity.recording import Admission, Batch, Copy, Decoding, Load, Pool, Request, Unload, read
 from lora_telemetry.sinks.access_log import AccessLogSink, BoundedAppender
 
 
@@ -65,6 +65,16 @@ def test_each_slot_load_is_timed_in_a_record_and_an_overlapped_one_when_its_copy
     appender.flush()
     assert [(r.dp, r.name, r.seconds, r.bytes) for r in read(path)] == [(1, "qa", 0.026, 4096), (1, "sql", 0.033, 8192)]
     assert all(isinstance(r, Copy) for r in read(path))
+
+
+def test_the_running_batch_before_a_prefill_batch_is_a_record(tmp_path):
+    path = tmp_path / "access.log"
+    appender = BoundedAppender(path, 1 << 20)
+    sink = AccessLogSink(appender, lambda: 0)
+    sink.handlers[ev.DecodingAdapters](ev.DecodingAdapters(("legal", "qa")))
+    appender.flush()
+    [record] = read(path)
+    assert isinstance(record, Decoding) and record.names == ("legal", "qa")
 
 
 def _write_many(path: str, tag: str) -> None:
