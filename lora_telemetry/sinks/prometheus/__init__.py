@@ -9,6 +9,8 @@ from lora_telemetry.sinks.prometheus.store import Store
 
 _RESERVED = {ev.BASE, ev.UNKNOWN, ev.OTHER}
 IN_FLIGHT = "sglang_lora_requests_in_flight"  # counted up and down, on one thread
+# Set whole at each scheduler flush: a dropped adapter's value is not carried into __other__
+ROUTING_GAUGES = frozenset({"sglang_lora_requests_running", "sglang_lora_requests_waiting"})
 
 
 class LabelGuard:
@@ -103,12 +105,13 @@ class PrometheusSink:
             self._drop_quiet()
 
     def _drop_quiet(self) -> None:
-        """The series of adapters no longer among the busiest go (a gauge counted up and down
-        moves into ``__other__``). Another thread may have named one of them a moment before and
+        """The series of adapters no longer among the busiest go, their counts and observations
+        (and the in-flight gauge, counted up and down) carried into ``__other__``, so sums over
+        ``lora_name`` lose nothing. Another thread may have named one of them a moment before and
         write its series again: :meth:`settle` sweeps once more."""
         keep = self.busiest.members | {ev.OTHER, ev.UNKNOWN}
         for family in BUSIEST:
-            self.store.keep_only(family, keep, ev.OTHER if family == IN_FLIGHT else None)
+            self.store.keep_only(family, keep, None if family in ROUTING_GAUGES else ev.OTHER)
         self._sweeps = 2
 
     def settle(self) -> None:
@@ -119,7 +122,7 @@ class PrometheusSink:
             keep = self.busiest.members | {ev.OTHER, ev.UNKNOWN}
             for family in BUSIEST:
                 if family != IN_FLIGHT:
-                    self.store.keep_only(family, keep)
+                    self.store.keep_only(family, keep, None if family in ROUTING_GAUGES else ev.OTHER)
 
     def _admitted(self, e: ev.RequestAdmitted) -> None:
         self.store.inc("sglang_lora_requests_in_flight", (self.busiest.label(self.label(e.lora_name, True)),))

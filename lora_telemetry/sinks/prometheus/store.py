@@ -72,14 +72,19 @@ class Store:
 
     def keep_only(self, family: str, keep: set[str], move_to: str | None = None) -> None:
         """Drop the series of ``family`` whose first label (``lora_name``) is not in ``keep``; with
-        ``move_to``, add their values to that name's series first (a gauge counted up and down)."""
+        ``move_to``, add their values to that name's series first (counters and histograms, whose
+        sums over the label must keep every observation, and a gauge counted up and down)."""
         series = self.values[family]
         gone = [key for key in list(series) if key[0] not in keep]  # list(): atomic against other writers
         for key in gone:
             value = series.pop(key, 0)
             if move_to is not None:
                 into = (move_to, *key[1:])
-                series[into] = series.get(into, 0) + value
+                old = series.get(into)
+                if isinstance(value, list):  # a histogram's bucket counts and sum
+                    series[into] = value if old is None else [a + b for a, b in zip(old, value, strict=True)]
+                else:
+                    series[into] = (old or 0) + value
         if gone:
             self.version = next(self._numbers)
 
