@@ -14,28 +14,21 @@ import time
 
 SLICE_S = 0.001  # work this long, then let the other threads in
 PAUSE_S = 0.0005  # long enough for a waiting thread to wake and take the lock (0.1 ms is not, on 2 cores)
-CHECK_EVERY = 256  # items between looks at the clock
 
 
 class Pacer:
-    """Call :meth:`tick` once per item of work; it sleeps ``PAUSE_S`` after every ``SLICE_S`` of work.
-    A pacer made with ``enabled=False`` never sleeps (synchronous callers, benchmarks of CPU time)."""
+    """Call :meth:`pause` between steps of work (a few thousand series each); it sleeps ``PAUSE_S``
+    once ``SLICE_S`` of work has passed since the last sleep. A pacer made with ``enabled=False``
+    never sleeps (synchronous callers, benchmarks of CPU time)."""
 
-    __slots__ = ("count", "enabled", "paused", "started")
+    __slots__ = ("enabled", "paused", "started")
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.count = 0
         self.paused = 0  # times it let the others in
         self.started = time.perf_counter()
 
-    def tick(self) -> None:
-        self.count += 1
-        if self.count % CHECK_EVERY == 0:
-            self.pause()
-
     def pause(self) -> None:
-        """Let the others in if this slice of work is used up (after a step too big to tick through)."""
         if self.enabled and time.perf_counter() - self.started >= SLICE_S:
             time.sleep(PAUSE_S)
             self.paused += 1

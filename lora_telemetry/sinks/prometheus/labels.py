@@ -34,13 +34,13 @@ def by_label_text(names: tuple[str, ...], series: dict[tuple[str, ...], object],
                   extra: tuple[str, ...] = (), pacer: Pacer | None = None) -> dict[str, object]:
     """``series`` keyed by label values -> keyed by label text (``extra`` values appended);
     with a ``pacer``, letting other threads in as it goes (see :mod:`.cooperative`)."""
-    if pacer is None:
+    if pacer is None or not pacer.enabled:
         if extra:
             return {label_text(names, labels + extra): value for labels, value in series.items()}
         return {label_text(names, labels): value for labels, value in series.items()}
     out: dict[str, object] = {}
-    tick = pacer.tick
-    for labels, value in series.items():
+    for i, (labels, value) in enumerate(series.items()):
         out[label_text(names, labels + extra if extra else labels)] = value
-        tick()
+        if not i & 2047:
+            pacer.pause()
     return out
