@@ -442,3 +442,60 @@ def test_a_request_refused_for_a_slot_and_then_held_by_a_drain_is_counted_under_
         holding[0] = hold
         assert not scheduler.can_schedule_lora_req(lambda *args: False, sched, req, set())
     assert [e.reason for e in _of(emitted, ev.AdmissionDeferred)] == ["slot", "drain"]
+
+
+def _dp_attention_manager(monkeypatch, gathered: list[list]) -> tuple:
+    """SGLang's own LoRAManager.prepare_lora_batch on a manager stand-in: attention DP on, the all-gather
+    of every rank's batch adapter ids answered with ``gathered``, the pool ours (a hooked stand-in)."""
+    from sglang.srt.lora import lora_manager as sglang_manager
+
+    monkeypatch.setattr(sglang_manager, "get_forward", lambda: NS(set=lambda *args: None))
+    monkeypatch.setattr(sglang_manager, "get_parallel", lambda: NS(tp_group=NS(all_gather_object=lambda ids: gathered)))
+    pool = _pool({None: 0})
+    pool.get_buffer_id = pool.uid_to_buffer_id.__getitem__
+
+    def fill(self, cur_uids, **kwargs):  # SGLang's slot filling, as far as the counts need it
+        for uid in cur_uids:
+            if uid not in self.uid_to_buffer_id:
+                self.uid_to_buffer_id[uid] = len(self.uid_to_buffer_id)
+
+    pool.prepare_lora_batch = lambda **kwargs: memory_pool.prepare_lora_batch(
+        fill, pool, kwargs.pop("cur_uids"), **kwargs)
+    manager = sglang_manager.LoRAManager.__new__(sglang_manager.LoRAManager)
+    manager.__dict__.update(
+        attn_dp_enabled=True, max_loras_per_batch=4, num_pinned_loras=0, memory_pool=pool, lora_refs=REFS,
+        loras={uid: NS(config=NS(r=8), scaling=1.0) for uid in REFS}, lora_modules=[], embed_tokens_module=None,
+        lm_head_module=None,
+        lora_backend=NS(skip_inactive_lora_batches=False, prefill_cuda_graph_max_bs=None,
+                        prefill_cuda_graph_max_tokens=None, prepare_lora_batch=lambda *args, **kwargs: None,
+                        prepare_global_lora_batch=lambda batch: None, batch_info=NS(has_active_lora=False)))
+    return sglang_manager.LoRAManager.prepare_lora_batch, manager
+
+
+def _forward_batch(lora_ids: list) -> NS:
+    mode = NS(is_extend=lambda: True, is_cuda_graph=lambda: False, is_idle=lambda: False)
+    return NS(lora_ids=lora_ids, batch_size=len(lora_ids), forward_mode=mode)
+
+
+def test_sglangs_own_union_pool_under_dp_attention_is_counted_once(emitted, monkeypatch):
+    """Each DP rank runs SGLang's prepare_lora_batch on its own batch (qa on rank 0, sql on rank 1); SGLang
+    loads the gathered union into both pools. The two copies of each are one logical slot load."""
+    for rank, ids in ((0, ["u1"]), (1, ["u2"])):
+        rank_state.set_reporting_rank(True)
+        rank_state.set_pool_shared(rank != 0)
+        prepare, manager = _dp_attention_manager(monkeypatch, [["u1"], ["u2"]])
+        lora_manager.prepare_lora_batch(prepare, manager, _forward_batch(ids))
+        assert set(manager.memory_pool.uid_to_buffer_id) == {None, "u1", "u2"}  # the union, on every rank
+    assert sorted(e.lora_name for e in _of(emitted, ev.SlotLoaded)) == ["qa", "sql"]
+
+
+def test_sglangs_own_union_overflow_is_reported_before_its_error_goes_on(emitted, monkeypatch):
+    rank_state.set_reporting_rank(True)
+    refs = {f"u{i}": NS(lora_name=f"a{i}", pinned=False) for i in range(1, 6)}
+    prepare, manager = _dp_attention_manager(monkeypatch, [["u1", "u2", "u3"], ["u4", "u5"]])
+    manager.lora_refs = refs
+    with pytest.raises(ValueError, match="more LoRA adapters than the memory pool can hold"):
+        lora_manager.prepare_lora_batch(prepare, manager, _forward_batch(["u1", "u2", "u3"]))
+    [overflow] = _of(emitted, ev.PoolOverflow)
+    assert (overflow.local_adapters, overflow.slots) == (3, 4)
+    assert not _of(emitted, ev.SlotLoaded)
