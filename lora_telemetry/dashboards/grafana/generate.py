@@ -101,6 +101,15 @@ ROWS = [
          "timeseries"),
         ("Wait for admission p95 (deferred requests, busiest adapters)", "s", [
             (_quantile(0.95, "sglang_lora_admission_wait_seconds", "lora_name"), "{{lora_name}}")], "timeseries"),
+        ("Requests sent back to the queue per second: retracted, preempted (busiest adapters)", "reqps", [
+            (_rate("sglang_lora_requests_requeued_total", "lora_name, reason"), "{{lora_name}} {{reason}}")],
+         "timeseries"),
+        ("Drains: episodes per second and length p95 (adapters held back for a starving one, busiest)", "s", [
+            (_rate("sglang_lora_drain_seconds_count", "lora_name"), "{{lora_name}} episodes/s"),
+            (_quantile(0.95, "sglang_lora_drain_seconds", "lora_name"), "{{lora_name}} p95")], "timeseries"),
+        ("DP attention: batches whose union of adapters overflowed the pool (the scheduler stopped)", "short", [
+            (f"sum by (instance) (increase(sglang_lora_pool_union_overflows_total{{{SERVER}}}[1h]))", "{{instance}}")],
+         "timeseries"),
         ("Running and waiting requests (busiest adapters)", "short", [
             (f"sum by (lora_name) (sglang_lora_requests_running{{{ADAPTER}}})", "{{lora_name}} running"),
             (f"sum by (lora_name) (sglang_lora_requests_waiting{{{ADAPTER}}})", "{{lora_name}} waiting")], "timeseries"),
