@@ -171,9 +171,10 @@ def test_every_fleet_rule_gives_data_and_the_fleet_hit_ratio_divides_the_fleets_
     # The counters the rule's rates come from hold exactly the replicas' own counts. (The rule itself is a ratio
     # of rates, which extrapolate each series by where its samples start in the window: a run's hit ratio
     # of 0.40 gave a rule of 0.46 once, so it is checked against its own parts above, not against the totals.)
-    stored = {result: sum(float(r["value"][1]) for r in fleet.prometheus.query(
-        f'sglang_lora_cache_lookups_total{{tier="gpu",result="{result}"}}', at)) for result in ("hit", "miss")}
-    assert stored == {"hit": counted["hit"], "miss": counted["miss"]}
+    for result in ("hit", "miss"):
+        rows = fleet.prometheus.wait_for(f'sum(sglang_lora_cache_lookups_total{{tier="gpu",result="{result}"}})',
+                                         lambda r, n=counted[result]: r and float(r[0]["value"][1]) == n, timeout=20)
+        assert float(rows[0]["value"][1]) == counted[result], result
     instances = fleet.prometheus.query("lora_name:sglang_lora_gpu_resident_instances:count")
     assert instances and all(1 <= float(r["value"][1]) <= 2 for r in instances)
 
