@@ -21,17 +21,15 @@ class Pacer:
     once ``SLICE_S`` of work has passed since the last sleep. A pacer made with ``enabled=False``
     never sleeps (synchronous callers, benchmarks of CPU time)."""
 
-    __slots__ = ("enabled", "paused", "started")
+    __slots__ = ("enabled", "started")
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.paused = 0  # times it let the others in
         self.started = time.perf_counter()
 
     def pause(self) -> None:
         if self.enabled and time.perf_counter() - self.started >= SLICE_S:
             time.sleep(PAUSE_S)
-            self.paused += 1
             self.started = time.perf_counter()
 
 
