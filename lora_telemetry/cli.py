@@ -70,7 +70,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     console = _console()
     if args.scrape_stall:
-        report.scrape_stall(console, args.scrape_stall, args.rounds, args.duration)
+        report.scrape_stall(console, args.scrape_stall, args.rounds or 3, args.duration)
         return 0
     if args.advise_scale:
         report.advise_scale(console, args.advise_scale)
@@ -182,22 +182,32 @@ def build_parser() -> argparse.ArgumentParser:
     modes.add_argument("--compare-overhead", action="store_true",
                        help="the plugin's cost: fresh servers with the plugin off and on in alternating pairs, the "
                        "same workload; the test bed, or --model with --adapter-dir")
-    modes.add_argument("--rounds", type=int, default=3,
-                       help="pairs of servers (plugin off and on) for --compare-overhead; rounds for --scrape-stall")
+    modes.add_argument("--rounds", type=int,
+                       help="pairs of runs (plugin off and on) for --compare-overhead (default 3); pairs of runs "
+                       "(LRU and the plan) for --plan-effect (default 1); rounds for --scrape-stall (default 3)")
     modes.add_argument("--warmup-rounds", type=int, default=1,
-                       help="--compare-overhead: servers run first and not counted (a GPU host's first compiles "
+                       help="--compare-overhead: runs first and not counted (a GPU host's first server compiles "
                        "Triton kernels; default 1)")
-    modes.add_argument("--model", type=Path, help="--compare-overhead on this model instead of the test bed "
-                       "(with --adapter-dir)")
+    modes.add_argument("--side-by-side", metavar="F1,F2",
+                       help="--compare-overhead, --plan-effect: start one server per setting once and keep both up "
+                       "(on one GPU, a server starts in 75-110 s); F1 and F2 are the first and the second "
+                       "server's --mem-fraction-static (the second sees the first's memory as taken, so F2 is "
+                       "larger); add --max-total-tokens to --server-flags to give both the same KV cache")
+    modes.add_argument("--model", type=Path, help="--compare-overhead or --plan-effect on this model instead of the "
+                       "test bed (with --adapter-dir)")
     modes.add_argument("--adapter-dir", type=Path, help="with --model: a folder of adapter folders, served by name")
-    modes.add_argument("--server-flags", default="", help="--compare-overhead: more SGLang flags, one string "
-                       "(e.g. \"--attention-backend triton --cuda-graph-max-bs 64\")")
+    modes.add_argument("--server-flags", default="",
+                       help="--compare-overhead, --plan-effect: more SGLang flags, one string "
+                       "(e.g. \"--attention-backend triton --max-total-tokens 65536\")")
     modes.add_argument("--start-timeout", type=float, default=600.0,
-                       help="--compare-overhead: seconds a server may take to answer /health (default 600)")
+                       help="--compare-overhead, --plan-effect: seconds a server may take to answer /health "
+                       "(default 600)")
     modes.add_argument("--plan-effect", action="store_true",
-                       help="serve the workload on the test-bed server with SGLang's LRU, make a plan from its access "
-                       "log (advise --plan, for --slots), serve it again with the plan; print predicted and measured "
-                       "gpu hit rates and the hot adapters' TTFT p95 side by side, and chart them in --out")
+                       help="serve the workload with SGLang's LRU (the test bed, or --model), make a plan from its "
+                       "access log (advise --plan, for --slots), serve it again with the plan, and again in --rounds "
+                       "pairs of alternating order; print predicted and measured gpu hit rates, slot loads and "
+                       "slot-load time, the hot adapters' TTFT p95, the plan's figures as shares of LRU's, and chart "
+                       "them in --out")
     modes.add_argument("--stub", action="store_true", help="the generator's send-time accuracy against an instant stub")
     modes.add_argument("--stub-rate", type=float, default=50.0, help="requests per second for --stub")
     modes.add_argument("--advise-scale", type=int, metavar="N",

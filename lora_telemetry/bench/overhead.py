@@ -1,9 +1,10 @@
 """``bench --compare-overhead``: what the plugin costs serving, on the test bed or on any model.
 
-Each run starts a fresh server, plugin off or on (``LORA_TELEMETRY_ENABLED``), and sends it the
-same seeded workload. Servers are started one at a time, in pairs whose order alternates (off,
-on, then on, off, ...), after warm-up servers whose figures are not counted: the first server on
-a GPU host compiles and caches Triton kernels that later ones reuse. Run-to-run noise is large
+Each run sends the same seeded workload to a server with the plugin off or on
+(``LORA_TELEMETRY_ENABLED``), in pairs whose order alternates (off, on, then on, off, ...), after
+warm-up runs whose figures are not counted: the first server on a GPU host compiles and caches
+Triton kernels that later ones reuse. Each run gets a fresh server, or with ``--side-by-side``
+each setting keeps one (see ``servers``), and a warm-up is then a pair. Run-to-run noise is large
 on a GPU too, so the report shows each ratio's spread beside the spread between runs of the same
 setting: a difference smaller than that noise is not a cost.
 """
@@ -11,12 +12,10 @@ setting: a difference smaller than that noise is not a cost.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import shlex
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,48 +23,12 @@ from rich.console import Console
 from rich.table import Table
 
 from lora_telemetry.bench import traffic
-from lora_telemetry.bench.command import embedded_server, workload_from
+from lora_telemetry.bench.command import workload_from
+from lora_telemetry.bench.servers import chosen_adapters, side_by_side, started
 from lora_telemetry.bench.workload import schedule
 from lora_telemetry.scrape import Metrics
 
 MODES = ("off", "on")
-
-
-def adapters_in(folder: Path) -> dict[str, Path]:
-    """Adapter folders (holding an ``adapter_config.json``) in ``folder``, by name."""
-    if not folder.is_dir():
-        raise ValueError(f"--adapter-dir {folder} is not a directory")
-    found = {p.name: p for p in sorted(folder.iterdir()) if (p / "adapter_config.json").is_file()}
-    if not found:
-        raise ValueError(f"--adapter-dir {folder} holds no adapter folder (one with an adapter_config.json)")
-    return found
-
-
-def model_flags(args: argparse.Namespace, names: list[str]) -> list[str]:
-    """SGLang flags for a server of ``args.model`` with the chosen adapters; ``--server-flags`` come last."""
-    adapters = adapters_in(args.adapter_dir)
-    return ["--model-path", str(args.model), "--enable-lora", "--enable-metrics",
-            "--max-loras-per-batch", str(args.slots), "--lora-paths", *(f"{n}={adapters[n]}" for n in names),
-            *shlex.split(args.server_flags or "")]
-
-
-@contextmanager
-def started(args: argparse.Namespace, mode: str, names: list[str], log: Path) -> Iterator[str]:
-    from lora_telemetry.testbed.server import SGLangServer
-
-    env = {"LORA_TELEMETRY_ENABLED": "1" if mode == "on" else "0"}
-    if args.model is None:
-        with embedded_server(len(names), args.slots, env=env, extra_flags=shlex.split(args.server_flags or ""),
-                             log_path=log) as (url, _names):
-            yield url
-        return
-    server = SGLangServer(model_flags(args, names), log, env=env)
-    server.start(timeout=args.start_timeout)
-    try:
-        server.wait_healthy(args.start_timeout)
-        yield server.url
-    finally:
-        server.stop(timeout=60)
 
 
 def figures(run: traffic.Run) -> dict:
@@ -76,17 +39,22 @@ def figures(run: traffic.Run) -> dict:
             "ttft_p50": traffic.percentile(ttfts, 0.5), "ttft_p99": traffic.percentile(ttfts, 0.99)}
 
 
-def covered(run: traffic.Run, metrics: Metrics) -> float | None:
-    """The share of the client's TTFT sum that the server's phases explain (a fresh server: its totals
-    are the run's); None with the plugin off."""
+def covered(run: traffic.Run, before: Metrics, after: Metrics) -> float | None:
+    """The share of the client's TTFT sum that the server's phases explain over the run; None with
+    the plugin off."""
     split = traffic.ttft_breakdown(run.outcomes)
-    phases = metrics.total("sglang_lora_ttft_phase_seconds_sum")
+    family = "sglang_lora_ttft_phase_seconds_sum"
+    phases = after.total(family) - before.total(family)
     return phases / split["client_s"] if split and phases else None
 
 
-def plan(warmups: int, pairs: int) -> list[tuple[str, str]]:
-    """(label, mode) of each server in order: warm-ups first, then pairs in alternating order."""
-    order = [(f"warm-up {i + 1}", MODES[i % 2]) for i in range(warmups)]
+def plan(warmups: int, pairs: int, kept: bool = False) -> list[tuple[str, str]]:
+    """(label, mode) of each run in order: warm-ups first, then pairs in alternating order. Kept
+    servers (side by side) warm up a pair each; fresh ones, one server per warm-up."""
+    if kept:
+        order = [(f"warm-up {i + 1}", mode) for i in range(warmups) for mode in MODES]
+    else:
+        order = [(f"warm-up {i + 1}", MODES[i % 2]) for i in range(warmups)]
     for i in range(pairs):
         order += [(f"pair {i + 1}", mode) for mode in (MODES if i % 2 == 0 else MODES[::-1])]
     return order
@@ -142,37 +110,46 @@ def report(rounds: list[dict], console: Console) -> None:
                   "noise is no measured cost")
 
 
+def _env(mode: str) -> dict[str, str]:
+    return {"LORA_TELEMETRY_ENABLED": "1" if mode == "on" else "0"}
+
+
+def _measure(url: str, names: list[str], requests: list) -> tuple[traffic.Run, Metrics, Metrics]:
+    before = Metrics.fetch(url)
+    measured = traffic.run(traffic.drive(url, names, requests, watch=False))
+    time.sleep(1.0)  # the scheduler's last counts land within its 0.2 s publishing interval
+    return measured, before, Metrics.fetch(url)
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     workload = workload_from(args)
-    if (args.model is None) != (args.adapter_dir is None):
-        raise ValueError("--model and --adapter-dir go together")
-    if args.model is None:
-        from lora_telemetry.testbed.model import adapter_name
-
-        names = [adapter_name(i) for i in range(workload.adapters)]
-    else:
-        available = list(adapters_in(args.adapter_dir))
-        if len(available) < workload.adapters:
-            raise ValueError(f"--adapter-dir holds {len(available)} adapters; --adapters asks for {workload.adapters}")
-        names = available[:workload.adapters]
+    names = chosen_adapters(args, workload.adapters)
+    fractions = side_by_side(args.side_by_side)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     requests = schedule(workload)
     rounds: list[dict] = []
-    order = plan(args.warmup_rounds, args.rounds)
-    for i, (label, mode) in enumerate(order):
-        console.print(f"[{i + 1}/{len(order)}] {label}: plugin {mode}, starting the server")
-        with started(args, mode, names, out / f"server-{i + 1}-{mode}.log") as url:
-            measured = traffic.run(traffic.drive(url, names, requests, watch=False))
-            time.sleep(1.0)  # the scheduler's last counts land within its 0.2 s publishing interval
-            metrics = Metrics.fetch(url)
-        rounds.append({"label": label, "mode": mode, "plugin_attached": "sglang_lora_telemetry_info" in metrics.types,
-                       **figures(measured), "ttft_covered": covered(measured, metrics)})
-        console.print(f"    {rounds[-1]['throughput']:.1f} output tokens/s, TTFT p50 "
-                      f"{rounds[-1]['ttft_p50'] * 1000:.1f} ms")
-        (out / "overhead.json").write_text(json.dumps({"workload": asdict(workload), "runs": rounds,
-                                                       "ratios": ratios(rounds), "noise": noise(rounds)},
-                                                      indent=1, default=str))
+    order = plan(args.warmup_rounds, args.rounds or 3, kept=fractions is not None)
+    with contextlib.ExitStack() as kept:
+        urls: dict[str, str] = {}
+        for mode, fraction in zip(MODES, fractions, strict=True) if fractions else ():
+            console.print(f"starting the plugin-{mode} server, kept for every round "
+                          f"(--mem-fraction-static {fraction})")
+            urls[mode] = kept.enter_context(started(args, names, _env(mode), out / f"server-{mode}.log",
+                                                    fraction=fraction))
+        for i, (label, mode) in enumerate(order):
+            console.print(f"[{i + 1}/{len(order)}] {label}: plugin {mode}")
+            with contextlib.ExitStack() as fresh:
+                url = urls.get(mode) or fresh.enter_context(
+                    started(args, names, _env(mode), out / f"server-{i + 1}-{mode}.log"))
+                measured, before, after = _measure(url, names, requests)
+            rounds.append({"label": label, "mode": mode, "plugin_attached": "sglang_lora_telemetry_info" in after.types,
+                           **figures(measured), "ttft_covered": covered(measured, before, after)})
+            console.print(f"    {rounds[-1]['throughput']:.1f} output tokens/s, TTFT p50 "
+                          f"{rounds[-1]['ttft_p50'] * 1000:.1f} ms")
+            (out / "overhead.json").write_text(json.dumps({"workload": asdict(workload), "side_by_side": fractions,
+                                                           "runs": rounds, "ratios": ratios(rounds),
+                                                           "noise": noise(rounds)}, indent=1, default=str))
     report(rounds, console)
     console.print(f"wrote {out / 'overhead.json'}")
     return 0

@@ -25,7 +25,7 @@ import statistics
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -87,6 +87,20 @@ async def _sleep_until(target: float) -> None:
         pass
 
 
+async def sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The lines of a server-sent event stream, split at newlines only. A model's text may hold
+    U+2028, U+0085 and other characters that ``str.splitlines`` (and httpx's ``aiter_lines``) take
+    for line ends, and SGLang's JSON leaves them unescaped: split there, a chunk is no JSON."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode("utf-8")
+    if pending:
+        yield pending.rstrip(b"\r").decode("utf-8")
+
+
 async def _send(client: httpx.AsyncClient, request: Request, name: str | None, outcome: Outcome,
                 start: float) -> None:
     body = json.dumps({"input_ids": prompt_ids(request), "lora_path": name, "stream": True, "rid": outcome.rid,
@@ -100,7 +114,7 @@ async def _send(client: httpx.AsyncClient, request: Request, name: str | None, o
             if response.status_code != 200:
                 outcome.error = f"HTTP {response.status_code}: {(await response.aread())[:200]!r}"
                 return
-            async for line in response.aiter_lines():
+            async for line in sse_lines(response.aiter_bytes()):
                 if not line.startswith("data:") or line.startswith("data: [DONE]"):
                     continue
                 if outcome.ttft is None:
@@ -117,7 +131,7 @@ async def _send(client: httpx.AsyncClient, request: Request, name: str | None, o
         outcome.output_tokens = int(meta.get("completion_tokens", 0))
         outcome.server_arrival = float(meta.get("request_received_ts") or 0.0)
         outcome.ok = last is not None
-    except httpx.HTTPError as error:
+    except (httpx.HTTPError, ValueError) as error:  # ValueError: a chunk that is no JSON fails its request only
         outcome.error = repr(error)[:200]
 
 

@@ -1,10 +1,12 @@
-"""``bench --plan-effect`` end to end on the test bed: two servers, a plan made between them,
-every request of both runs counted once by the servers' own gpu lookups."""
+"""``bench --plan-effect`` end to end on the test bed's model given as any model would be: an LRU
+server and a plan server kept side by side, a plan made between their first runs, a second pair in
+the other order, every request of every run counted once by the servers' own gpu lookups."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -13,26 +15,29 @@ import pytest
 from lora_telemetry.capacity.recording import read as read_recording
 from lora_telemetry.capacity.simulator import PoolSimulator
 from lora_telemetry.plan import read
+from lora_telemetry.testbed import server_flags
 
 pytestmark = pytest.mark.server
 REQUESTS = 60
 
 
 def test_the_same_workload_is_served_with_lru_then_with_the_plan_made_from_it(bed, tmp_path):
-    out, cache = tmp_path / "effect", tmp_path / "cache"
-    (cache / "lora_telemetry").mkdir(parents=True)
-    # The embedded server's default test bed is the session's; asked for as many adapters as it has, the
-    # bench leaves its manifest as the other tests know it.
-    (cache / "lora_telemetry" / "testbed").symlink_to(bed.root)
+    out = tmp_path / "effect"
     adapters = bed.adapters()
     run = subprocess.run([sys.executable, "-m", "lora_telemetry.cli", "bench", "--plan-effect",
-                          "--adapters", str(len(adapters)), "--slots", "3", "--requests", str(REQUESTS),
-                          "--rate", "6", "--output-len", "2:6",
+                          "--model", str(bed.model), "--adapter-dir", str(bed.adapter_dir),
+                          "--server-flags", shlex.join(server_flags(bed.root)), "--side-by-side", "0.3,0.3",
+                          "--rounds", "2", "--adapters", str(len(adapters)), "--slots", "3",
+                          "--requests", str(REQUESTS), "--rate", "6", "--output-len", "2:6",
                           "--out", str(out)], capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "XDG_CACHE_HOME": str(cache), "COLUMNS": "200"})
+                         env={**os.environ, "COLUMNS": "200"})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert bed.adapters() == adapters
+    assert sorted(p.name for p in out.glob("server-*.log")) == ["server-LRU.log", "server-plan.log"]  # kept
     figures = json.loads((out / "plan-effect.json").read_text())
+    assert len(figures["pairs"]) == 2 and "plan / LRU over 2 pairs" in run.stdout
+    for pair in figures["pairs"]:
+        for served in pair.values():
+            assert served["ok"] == REQUESTS and served["hits"] + served["misses"] == REQUESTS  # this run's only
     plan = read(out / "plan.json")
     for served in ("stock", "planned"):
         assert figures[served]["ok"] == REQUESTS
@@ -52,6 +57,8 @@ def test_the_same_workload_is_served_with_lru_then_with_the_plan_made_from_it(be
         sum(n for name, n in replayed.slot_loads.items() if name != "__base__")
     assert figures["stock"]["reloads"] == sum(replayed.reloads.values())
     assert all(figures["planned"]["slot_loads"].get(name, 0) <= 1 for name in plan.pin)
+    # The plan server is kept: what it pinned in the first pair is still in its slot in the second.
+    assert all(figures["pairs"][1]["plan"]["slot_loads"].get(name, 0) == 0 for name in plan.pin)
     assert figures["plan_helps"] == (plan.predicted["slot_load_s"] < plan.predicted["recorded_slot_load_s"])
     assert (out / "plan_effect.png").stat().st_size > 10_000
-    assert "The same workload, SGLang's LRU then the plan" in run.stdout
+    assert "The same workload, SGLang's LRU and the plan" in run.stdout
