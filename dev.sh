@@ -42,7 +42,7 @@ fi
 
 # The whole suite on SGLang 0.5.23, then the exactness tests and the install check on 0.5.21.
 start=$SECONDS
-.venv/bin/pytest
+.venv/bin/pytest --durations=20
 echo "suite on sglang 0.5.23: $((SECONDS - start)) s"
 
 # SGLang 0.5.21 in a venv kept outside the checkout, built once per machine. Its own requirements
