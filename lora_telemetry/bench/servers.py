@@ -60,11 +60,14 @@ def side_by_side(text: str | None) -> tuple[float, float] | None:
 
 def _model_flags(args: argparse.Namespace, names: list[str], plan: Path | None) -> list[str]:
     """Adapters given by ``--lora-paths``; with a plan, the plugin loads them, and SGLang, which sizes
-    its pool from the adapters it starts with, is told their largest rank and every projection."""
+    its pool from the adapters it starts with, is told their largest rank and the modules they adapt,
+    so that both servers have the same slots."""
     adapters = adapters_in(args.adapter_dir)
     if plan:
-        rank = max(json.loads((adapters[n] / "adapter_config.json").read_text())["r"] for n in names)
-        loaded = ["--max-lora-rank", str(rank), "--lora-target-modules", "all"]
+        configs = [json.loads((adapters[n] / "adapter_config.json").read_text()) for n in names]
+        targets = [c.get("target_modules") for c in configs]
+        modules = sorted({m for t in targets for m in t}) if all(isinstance(t, list) for t in targets) else ["all"]
+        loaded = ["--max-lora-rank", str(max(c["r"] for c in configs)), "--lora-target-modules", *modules]
     else:
         loaded = ["--lora-paths", *(f"{n}={adapters[n]}" for n in names)]
     return ["--model-path", str(args.model), "--enable-lora", "--enable-metrics",

@@ -6,13 +6,23 @@ import gc
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from lora_telemetry.capacity import curves
-from lora_telemetry.capacity.recording import BASE, Batch, Load, Pool, Record, RecordingError, Request, read
+from lora_telemetry.capacity import curves, prices
+from lora_telemetry.capacity.recording import (
+    BASE,
+    Admission,
+    Batch,
+    Load,
+    Pool,
+    Record,
+    RecordingError,
+    Request,
+    read,
+)
 
 
 @dataclass
@@ -26,6 +36,13 @@ class Analysis:
     span_s: float
     seconds: float  # time the analysis took
     stopped_at: RecordingError | None  # with --partial: where reading stopped
+    prices: dict[str, float] = field(default_factory=dict)  # seconds per slot load (prices.load_prices)
+    copied: dict[str, int] = field(default_factory=dict)  # bytes one slot load of each adapter moves
+    overlap: bool = False  # recorded with --enable-lora-overlap-loading (its A records)
+
+    def load_seconds(self, i: int) -> float | None:
+        """Slot-load time at curve index ``i``; None where the recording timed no copy."""
+        return prices.seconds(self.slots.loads, i, self.prices) if self.prices else None
 
     def index(self, slots: int) -> int | None:
         """Where ``slots`` is on the curve; a pool larger than the largest size behaves like it."""
@@ -142,7 +159,9 @@ def analyse(path: Path, policy: str | None = None, partial: bool = False,
     return Analysis(policy=policy, slots=merge(parts), host=host, pool=settings,
                     batches=sum(p.batches for p in parts), requests=len(requests),
                     span_s=max(split.last - split.first, 0.0), seconds=time.perf_counter() - start,
-                    stopped_at=errors[0] if errors else None)
+                    stopped_at=errors[0] if errors else None, prices=prices.load_prices(pools),
+                    copied=prices.copied_bytes(pools),
+                    overlap=any(isinstance(r, Admission) for part in pools.values() for r in part))
 
 
 def one_line(analysis: Analysis, target: float = 0.95) -> str:

@@ -35,13 +35,16 @@ def _slot_table(analysis: Analysis, advised: int) -> Table:
     curve, pool = analysis.slots, analysis.pool
     now = pool.slots if pool else None
     table = Table(title=f"GPU slots (--max-loras-per-batch), {analysis.policy.upper()}")
-    for column in ("slots", "gpu hit rate", "slot loads / 1,000 batches", "pool memory", ""):
+    timed = bool(analysis.prices)
+    for column in ("slots", "gpu hit rate", "slot loads / 1,000 batches",
+                   *(["slot-load time (the recording's)"] if timed else []), "pool memory", ""):
         table.add_column(column, justify="right" if column else "left")
     for size in shown_sizes(curve.sizes, {advised, now or 0}):
         i = curve.sizes.index(size)
         note = " ".join(label for label, at in (("now", now), ("advised", advised)) if at == size)
         memory = _bytes(size * pool.slot_bytes) if pool else "?"
-        table.add_row(str(size), f"{curve.hit_rate(i):.1%}", f"{curve.loads_per_1000(i):,.1f}", memory, note)
+        time = [f"{analysis.load_seconds(i):,.2f} s"] if timed else []
+        table.add_row(str(size), f"{curve.hit_rate(i):.1%}", f"{curve.loads_per_1000(i):,.1f}", *time, memory, note)
     return table
 
 
@@ -91,6 +94,39 @@ def _advice(analysis: Analysis, target: float) -> list[str]:
         rate = analysis.host.hit_rate(analysis.host.sizes.index(host))
         lines.append(f"--max-loaded-loras {host}: host hit rate {rate:.1%}"
                      + ("" if host_reached else " (the most this traffic allows)"))
+    return lines + remedies(analysis, advised)
+
+
+def remedies(analysis: Analysis, advised: int) -> list[str]:
+    """SGLang's own remedies for slot-load time, each with what it would save over the recording:
+    more slots (the replay at that count, priced per load), and overlap loading, which takes the
+    copies off the forward batches at the price of pinned host memory and a host tier of at most
+    twice the slots. Only where the recording timed its copies and says its pool's size."""
+    pool, now = analysis.pool, analysis.index(analysis.pool.slots) if analysis.pool else None
+    if not analysis.prices or pool is None or now is None or analysis.overlap:
+        return []
+    spent = analysis.load_seconds(now) or 0.0
+    scheduled = sum(analysis.slots.requests.values()) or 1
+    span = analysis.span_s or 1.0
+    lines = [f"Slot-load time now: {spent:.2f} s over the recording's {analysis.span_s:,.0f} s "
+             f"({spent / span:.1%} of it; {1000 * spent / scheduled:.1f} ms per request on average)"]
+    at = analysis.index(advised)
+    if advised > pool.slots and at is not None:
+        saved = spent - (analysis.load_seconds(at) or 0.0)
+        lines.append(f"  more slots: --max-loras-per-batch {advised} would save {saved:.2f} s of it")
+    if spent:
+        limit = 2 * pool.slots
+        held = sorted(analysis.copied.values(), reverse=True)[:limit]
+        line = (f"  --enable-lora-overlap-loading: copies on a side stream while batches run, so up to {spent:.2f} s "
+                f"leave the forward batches (a request still waits for its own adapter's copy); costs pinned "
+                f"host memory for the loaded adapters (up to {_bytes(sum(held))}) and needs --max-loaded-loras "
+                f"<= {limit}")
+        distinct = len(analysis.slots.requests)
+        if distinct > limit and analysis.host is not None and limit in analysis.host.sizes:
+            rate = analysis.host.hit_rate(analysis.host.sizes.index(limit))
+            line += (f": this traffic uses {distinct} adapters, and with {limit} loaded its host hit rate would be "
+                     f"{rate:.1%} (the rest loaded from disk)")
+        lines.append(line)
     return lines
 
 
@@ -104,7 +140,9 @@ def _json(analysis: Analysis, target: float) -> dict:
             "target": target, "advised_slots": analysis.smallest(analysis.slots, target)[0],
             "slots": curve(analysis.slots), "host": curve(analysis.host) if analysis.host else None,
             "pool": None if analysis.pool is None else {"slots": analysis.pool.slots, "policy": analysis.pool.policy,
-                                                        "slot_bytes": analysis.pool.slot_bytes}}
+                                                        "slot_bytes": analysis.pool.slot_bytes},
+            "slot_load_s": [analysis.load_seconds(i) for i in range(len(analysis.slots.sizes))]
+            if analysis.prices else None}
 
 
 def _rate(value: float | None) -> str:

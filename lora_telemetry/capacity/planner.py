@@ -38,11 +38,11 @@ from pathlib import Path
 
 from lora_telemetry.capacity import curves
 from lora_telemetry.capacity.analysis import preloaded_at_start, split_records
+from lora_telemetry.capacity.prices import load_prices, priced
 from lora_telemetry.capacity.recording import (
     BASE,
     Admission,
     Batch,
-    Copy,
     Decoding,
     Load,
     Pool,
@@ -120,24 +120,6 @@ class Planned:
         return self.chosen is not self.recorded
 
 
-def load_prices(pools: dict[int, list[Record]]) -> dict[str, float]:
-    """Seconds per slot load by adapter: the mean of the recorded copies of adapters of its size
-    (a plan moves loads between adapters, and a copy's time follows its bytes); "" maps to the
-    mean of all, for an adapter the recording never copied. Empty when no copy was timed."""
-    by_size: dict[int, list[float]] = {}
-    size_of: dict[str, int] = {}
-    for records in pools.values():
-        for record in records:
-            if isinstance(record, Copy) and record.name != BASE:
-                by_size.setdefault(record.bytes, []).append(record.seconds)
-                size_of[record.name] = record.bytes
-    if not by_size:
-        return {}
-    every = [seconds for group in by_size.values() for seconds in group]
-    prices = {name: sum(by_size[size]) / len(by_size[size]) for name, size in size_of.items()}
-    return {**prices, "": sum(every) / len(every)}
-
-
 def _split_batch(record: Batch, pinned: set[str], room: int) -> Iterable[Batch]:
     """``record`` as SGLang's admission would form it with ``room`` unpinned slots."""
     kept = [(n, c) for n, c in zip(record.adapters, record.new_requests, strict=True) if n in pinned]
@@ -155,7 +137,7 @@ def _replay(pools: dict[int, list[Record]], slots: int, policy: str, pin: tuple[
             prices: dict[str, float] | None = None) -> Candidate | None:
     """``recorded``: the recorded pool's own priorities, when it ran with them. ``base``: "recorded",
     "kept" (batches that would take the base model's slot are split) or "freed" (its slot is free
-    once the first batch without it comes). ``prices``: :func:`load_prices`."""
+    once the first batch without it comes). ``prices``: :func:`prices.load_prices`."""
     hits = misses = batches = split = openings = 0
     loads: Counter[str] = Counter()
     reloads = 0
@@ -207,7 +189,7 @@ def _replay(pools: dict[int, list[Record]], slots: int, policy: str, pin: tuple[
         misses += sum(n for name, n in pool.misses.items() if name != BASE)
         loads.update({name: n for name, n in pool.slot_loads.items() if name != BASE})
         reloads += sum(pool.reloads.values())
-    seconds = sum(n * prices.get(name, prices[""]) for name, n in loads.items()) if prices else None
+    seconds = priced(loads.items(), prices) if prices else None
     return Candidate(pin, raised, hits, misses, sum(loads.values()), reloads, seconds,
                      split / batches if batches else 0.0, openings)
 

@@ -145,3 +145,7 @@ def test_advise_prices_the_servers_own_policy_at_the_slot_loads_and_seconds_it_m
     assert recorded.slot_loads == sum(n for name, n in loads.items() if name != BASE)
     assert recorded.reloads == metrics.total("sglang_lora_pool_slot_reloads_total")
     assert recorded.slot_load_s == pytest.approx(sum(c.seconds for c in copies if c.name != BASE))
+    # advise's slot-count table and remedies price the recorded setting at the same seconds
+    analysis = analyse(log)
+    [pool] = [r for r in records if isinstance(r, Pool)]
+    assert analysis.load_seconds(analysis.index(pool.slots)) == pytest.approx(recorded.slot_load_s)
