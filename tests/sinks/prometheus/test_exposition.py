@@ -142,3 +142,22 @@ def test_routing_gauges_past_the_label_cap_add_up_in_other():
     sink.record(ev.RoutingState({"qa": 1}, {}, 3, 0.0))
     metrics = Metrics(Renderer(store, None).render().decode())
     assert metrics.by("sglang_lora_requests_running", "lora_name") == {"qa": 1, "__other__": 0}
+
+
+def test_reused_lines_and_label_texts_never_hide_a_new_value_or_a_new_series():
+    """Renders reuse the line of a series whose value did not change and the text of a label set
+    seen before: a render after a change must still show every current value, and new series."""
+    store = Store()
+    sink = PrometheusSink(store, 100)
+    renderer = Renderer(store, None)
+    expected: dict[str, int] = {}
+    for step in range(4):
+        for name in [f"a{i}" for i in range(step * 3)]:
+            if (hash(name) + step) % 2:  # some adapters served in between, others not
+                sink.record(ev.RequestFinished(name, "finished", 5, 7, 0.01, 0.1))
+                expected[name] = expected.get(name, 0) + 1
+        sink.record(ev.RequestFinished(f"new{step}", "finished", 5, 7, 0.01, 0.1))
+        expected[f"new{step}"] = 1
+        metrics = Metrics(renderer.render().decode())
+        assert metrics.by("sglang_lora_requests_total", "lora_name", outcome="finished") == expected
+        assert metrics.by("sglang_lora_generation_tokens_total", "lora_name") == {n: 7 * c for n, c in expected.items()}
