@@ -4,7 +4,9 @@ the test bed's, or any model's (``--model`` with ``--adapter-dir``).
 Each setting gets a fresh server per run, or, with ``--side-by-side``, one server per setting kept
 up for every round, both on one GPU. A GPU server takes 75-110 s to start (CUDA graphs, Triton),
 so fresh servers make a few pairs cost more in starts than in traffic; side by side, the idle
-server only holds memory (SGLang's scheduler launches no kernel while it has no request). SGLang
+server only holds memory: SGLang's scheduler launches no kernel while it has no request, and with
+``--sleep-on-idle`` (given to both) it waits on its socket instead of polling it in a loop, which
+took a host core from the measured server (half of this 2-core machine). SGLang
 sizes a server's memory from what the device has free when it starts, so the second server needs a
 larger ``--mem-fraction-static`` than the first; a ``--max-total-tokens`` in ``--server-flags``
 gives both the same KV cache.
@@ -79,11 +81,13 @@ def started(args: argparse.Namespace, names: list[str], env: dict[str, str], log
             plan: Path | None = None, fraction: float | None = None) -> Iterator[str]:
     """A server of ``names`` (all in host memory before traffic) with ``args.slots`` slots, until the
     block ends; with a ``plan``, the plugin loads, pins and raises what the plan says instead.
-    ``--server-flags`` come last, then ``fraction`` as ``--mem-fraction-static``."""
+    ``--server-flags`` come last, then, for a server kept side by side, ``fraction`` as
+    ``--mem-fraction-static`` and ``--sleep-on-idle``."""
     from lora_telemetry.bench.command import embedded_server
     from lora_telemetry.testbed.server import SGLangServer
 
-    extra = [*shlex.split(args.server_flags or ""), *(["--mem-fraction-static", str(fraction)] if fraction else [])]
+    kept = ["--mem-fraction-static", str(fraction), "--sleep-on-idle"] if fraction else []
+    extra = [*shlex.split(args.server_flags or ""), *kept]
     if args.model is None:
         with embedded_server(len(names), args.slots, env=env, plan=plan, extra_flags=extra, log_path=log) as (url, _):
             yield url

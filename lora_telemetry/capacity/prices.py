@@ -38,10 +38,10 @@ def copied_bytes(pools: dict[int, list[Record]]) -> dict[str, int]:
 
 
 def seconds(loads: dict[str, np.ndarray], i: int, prices: dict[str, float]) -> float:
-    """Slot-load time of the loads at curve index ``i``, each adapter at its own price."""
-    return sum(int(counts[i]) * prices.get(name, prices[""]) for name, counts in loads.items())
+    """Slot-load time of a curve's loads at index ``i``."""
+    return priced(((name, int(counts[i])) for name, counts in loads.items()), prices)
 
 
 def priced(loads: Iterable[tuple[str, int]], prices: dict[str, float]) -> float:
-    """Slot-load time of (adapter, loads) pairs."""
+    """Slot-load time of (adapter, loads) pairs, each adapter at its own price."""
     return sum(count * prices.get(name, prices[""]) for name, count in loads)

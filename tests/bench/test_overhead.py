@@ -59,6 +59,8 @@ def test_any_model_folder_is_served_plugin_off_and_on_side_by_side_and_the_repor
         ("pair 1", "off", 12), ("pair 1", "on", 12), ("pair 2", "on", 12), ("pair 2", "off", 12)]
     assert "plugin on / off over 2 pairs" in run.stdout
     assert sorted(p.name for p in out.glob("server-*.log")) == ["server-off.log", "server-on.log"]  # two servers
+    for log in out.glob("server-*.log"):  # the idle one waits on its socket rather than take a core
+        assert "sleep_on_idle': True" in log.read_text()
     assert [r["plugin_attached"] for r in result["runs"]] == [False, True, True, False]  # off really was off
     for r in result["runs"]:  # the phases of this round only, though the server served the round before
         assert r["ttft_covered"] is None if r["mode"] == "off" else 0.5 < r["ttft_covered"] <= 1.0
