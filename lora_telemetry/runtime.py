@@ -123,7 +123,8 @@ class Telemetry:
             os.environ[STATE_DIR_ENV] = str(self.state_dir)
         else:
             self.state_dir = Path(os.environ[STATE_DIR_ENV])
-        self.renderer = Renderer(self.store, self.state_dir, cooperative=True) if self.is_main else None
+        self.renderer = (Renderer(self.store, self.state_dir, cooperative=True, in_helper=True)
+                         if self.is_main else None)
         self._publisher: Publisher | None = None
         self._publisher_lock = threading.Lock()
         self._deferred: deque[Any] = deque()

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import json
 import statistics
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -117,8 +116,10 @@ def _env(mode: str) -> dict[str, str]:
 def _measure(url: str, names: list[str], requests: list) -> tuple[traffic.Run, Metrics, Metrics]:
     before = Metrics.fetch(url)
     measured = traffic.run(traffic.drive(url, names, requests, watch=False))
-    time.sleep(1.0)  # the scheduler's last counts land within its 0.2 s publishing interval
-    return measured, before, Metrics.fetch(url)
+    after = traffic.settled(url, before, sum(1 for o in measured.outcomes if o.ok))
+    if after is None:
+        raise RuntimeError(f"{url}/metrics did not answer after the run")
+    return measured, before, after
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

@@ -5,8 +5,9 @@ the budget allows it (a request finished and one aborted, a reload, a retraction
 busiest, see :mod:`lora_telemetry.sinks.prometheus.busiest`), as a real server holds them
 (request, token, latency and tokenizer-phase series in the main process; cache, pool,
 scheduler-phase and residency series in a scheduler's snapshot file): what a scheduler
-pays to publish them, a scrape to render them, and how long an event loop beside the
-server's (cooperative) renderer waits at worst. ``live``: ``GET /metrics`` on a running server, optionally
+pays to publish them, a scrape to render them, and, with the render in its helper process as in a
+server, how long an event loop beside the scrape waits at worst and what CPU the scrape costs the
+process the loop runs in. ``live``: ``GET /metrics`` on a running server, optionally
 first given N adapters that each served a request.
 """
 
@@ -67,22 +68,28 @@ class ScrapeCost:
     exposition_bytes: int
     series: int  # samples in the exposition
     publish: Timing  # a scheduler writing its snapshot (a thread of its own, beside the scheduler's loop)
-    loop_wait: Timing  # per scrape, the longest an event loop waited while the server's renderer ran beside it
+    loop_wait: Timing  # per scrape, the longest an event loop waited while the server's scrape ran beside it
+    main_cpu: Timing  # per scrape, the CPU time the server's main process spent on it (the render is the helper's)
 
 
-def loop_wait(render: Callable[[], bytes], tick_s: float = 0.0005) -> float:
+def loop_wait(render: Callable[[], bytes], tick_s: float = 0.0005) -> tuple[float, float]:
     """The longest an asyncio loop, ticking every ``tick_s``, came late while ``render`` ran in a
-    worker thread, as SGLang's loop does while a scrape renders: what a request waits for."""
+    worker thread, as SGLang's loop does while a scrape renders: what a request waits for. With it,
+    the CPU time the worker thread spent."""
 
-    async def watch() -> float:
-        rendering = asyncio.get_running_loop().run_in_executor(None, render)
+    def timed() -> float:
+        start = time.thread_time()
+        render()
+        return time.thread_time() - start
+
+    async def watch() -> tuple[float, float]:
+        rendering = asyncio.get_running_loop().run_in_executor(None, timed)
         worst = 0.0
         while not rendering.done():
             start = time.perf_counter()
             await asyncio.sleep(tick_s)
             worst = max(worst, time.perf_counter() - start - tick_s)
-        await rendering
-        return worst
+        return worst, await rendering
 
     return asyncio.run(watch())
 
@@ -97,11 +104,12 @@ def synthetic(adapters: int, scrapes: int = 20, churn: float = 0.1) -> ScrapeCos
     with tempfile.TemporaryDirectory() as directory:
         publisher = Publisher(scheduler, Path(directory), {"dp_rank": "0"}, pid=os.getpid())
         publisher.publish()
-        renderer, served = Renderer(main, Path(directory)), Renderer(main, Path(directory), cooperative=True)
+        renderer = Renderer(main, Path(directory))
+        served = Renderer(main, Path(directory), cooperative=True, in_helper=True)  # as the server's main process
         start = time.perf_counter()
         body = renderer.render()
         first = time.perf_counter() - start
-        renders, publishes, waits = [], [], []
+        renders, publishes, waits, cpu = [], [], [], []
         for scrape in range(scrapes):
             for i in range(scrape * changed, (scrape + 1) * changed):
                 name = f"tenant-{i % adapters:05d}"
@@ -114,8 +122,13 @@ def synthetic(adapters: int, scrapes: int = 20, churn: float = 0.1) -> ScrapeCos
             start = time.perf_counter()
             body = renderer.render()
             renders.append(time.perf_counter() - start)
-            waits.append(loop_wait(served.render))
-    return ScrapeCost(summarize(renders), first, len(body), samples(body), summarize(publishes), summarize(waits))
+            wait, spent = loop_wait(served.render)
+            waits.append(wait)
+            cpu.append(spent)
+        if served.helper is not None:
+            served.helper.stop()
+    return ScrapeCost(summarize(renders), first, len(body), samples(body), summarize(publishes), summarize(waits),
+                      summarize(cpu))
 
 
 def samples(body: bytes) -> int:

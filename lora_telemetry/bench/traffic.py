@@ -142,6 +142,27 @@ def _fetch(url: str) -> Metrics | None:
         return None
 
 
+def settled(url: str, before: Metrics | None, finished: int, timeout: float = 15.0) -> Metrics | None:
+    """``/metrics`` once the server has counted the phases of ``finished`` more requests than in
+    ``before``: the scheduler's side in a snapshot (published every 0.2 s, less often when publishing
+    costs more), the tokenizer's from its deferred work (every 0.2 s). A fixed wait was once too short
+    on a loaded 2-core machine. A server without the plugin answers at once; after ``timeout`` the
+    last scrape is returned as it is."""
+    deadline = time.monotonic() + timeout
+    while True:
+        after = _fetch(url)
+        if after is None or "sglang_lora_telemetry_info" not in after.types or time.monotonic() > deadline:
+            return after
+        if all(_phase_count(after, p) - _phase_count(before, p) >= finished for p in ("host_load", "prefill")):
+            return after
+        time.sleep(0.2)
+
+
+def _phase_count(metrics: Metrics | None, phase: str) -> float:
+    """Requests whose ``phase`` was observed: host_load on the tokenizer side, prefill in a scheduler."""
+    return metrics.total("sglang_lora_ttft_phase_seconds_count", phase=phase) if metrics else 0.0
+
+
 def _evictions_now(url: str) -> float | None:
     """The server's eviction total, read off the exposition's lines without parsing the rest: a
     full parse in the client's process would hold the interpreter lock its requests need."""
@@ -202,9 +223,8 @@ async def drive(url: str, names: list[str | None], requests: list[Request],
         stop.set()
         if watcher:
             await watcher
-    if watch:
-        await asyncio.sleep(1.0)  # the scheduler's last snapshot lands within a second
-    after = await loop.run_in_executor(None, _fetch, url) if watch else None
+    finished = sum(1 for o in outcomes if o.ok)
+    after = await loop.run_in_executor(None, settled, url, before, finished) if watch else None
     return Run(outcomes, duration, before, after, evictions)
 
 

@@ -49,4 +49,4 @@ def test_the_exposition_holds_each_adapters_whole_budget_and_no_more(tmp_path):
 def test_synthetic_scrapes_time_rendering_and_publishing():
     cost = scrape.synthetic(20, scrapes=2)
     assert cost.exposition_bytes > 20 * 10_000 and cost.series > 20 * SERIES_PER_ADAPTER
-    assert cost.render.median > 0 and cost.publish.median > 0
+    assert cost.render.median > 0 and cost.publish.median > 0 and cost.main_cpu.median > 0

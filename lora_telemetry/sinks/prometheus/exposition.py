@@ -13,6 +13,7 @@ a process that no longer exists.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 from pathlib import Path
@@ -22,9 +23,11 @@ from lora_telemetry.sinks.prometheus.cooperative import UNPACED, Pacer
 from lora_telemetry.sinks.prometheus.families import FAMILIES, Family
 from lora_telemetry.sinks.prometheus.gc_pause import gc_paused
 from lora_telemetry.sinks.prometheus.labels import by_label_text
+from lora_telemetry.sinks.prometheus.render_process import RenderProcess
 from lora_telemetry.sinks.prometheus.snapshots import Reader, pid_alive
 from lora_telemetry.sinks.prometheus.store import Store
 
+logger = logging.getLogger(__name__)
 Source = tuple[dict[str, dict[str, Any]], bool]  # family -> label text -> value; process alive
 _HISTOGRAM_TEXT: dict[tuple[str, str], tuple[list, str]] = {}
 _HISTOGRAM_LIMIT = 1_000_000
@@ -141,12 +144,16 @@ def local_source(store: Store, pacer: Pacer | None = None) -> dict[str, dict[str
 class Renderer:
     """Our part of ``/metrics``: the local store plus every snapshot in ``state_dir``. A
     ``cooperative`` renderer lets other threads in every millisecond (:mod:`.cooperative`): the
-    one serving SGLang's ``/metrics``, whose event loop must not wait for it."""
+    one serving SGLang's ``/metrics``, whose event loop must not wait for it. With ``in_helper``,
+    the render runs in a process of its own (:mod:`.render_process`); if that fails, here, and the
+    failure is counted under ``sglang_lora_telemetry_errors_total{hook="render_process"}``."""
 
-    def __init__(self, store: Store, state_dir: Path | None, cooperative: bool = False) -> None:
+    def __init__(self, store: Store, state_dir: Path | None, cooperative: bool = False,
+                 in_helper: bool = False) -> None:
         self.store = store
         self.cooperative = cooperative
         self.reader = Reader(state_dir) if state_dir else None
+        self.helper = RenderProcess(state_dir) if in_helper else None
         self._lock = threading.Lock()
         self._key: Any = None
         self._pieces: list[bytes] = []
@@ -161,12 +168,26 @@ class Renderer:
             if key == self._key:
                 return self._pieces
             pacer = Pacer(self.cooperative)
-            sources: list[Source] = [(local_source(self.store, pacer), True)]
-            if self.reader:
-                sources += [(s.families, pid_alive(s.pid)) for s in self.reader.read(key[1], pacer)]
-            self._pieces = render_families(sources, pacer)
+            self._pieces = self._from_helper(pacer) or self._render_here(key, pacer)
             self._key = key
             return self._pieces
+
+    def _from_helper(self, pacer: Pacer) -> list[bytes] | None:
+        if self.helper is None:
+            return None
+        try:
+            return self.helper.render(self.store, pacer)
+        except Exception:  # telemetry never fails a scrape: render here, count it, try a new helper next time
+            if self.store.get("sglang_lora_telemetry_errors_total", ("render_process",)) is None:
+                logger.exception("lora_telemetry: the render process failed; rendering in this process")
+            self.store.inc("sglang_lora_telemetry_errors_total", ("render_process",))
+            return None
+
+    def _render_here(self, key: Any, pacer: Pacer) -> list[bytes]:
+        sources: list[Source] = [(local_source(self.store, pacer), True)]
+        if self.reader:
+            sources += [(s.families, pid_alive(s.pid)) for s in self.reader.read(key[1], pacer)]
+        return render_families(sources, pacer)
 
     def render(self) -> bytes:
         return b"".join(self.render_pieces())

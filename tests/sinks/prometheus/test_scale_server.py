@@ -37,7 +37,15 @@ def scraped(bed, tmp_path_factory):
         with Prometheus(f"127.0.0.1:{server.port}", tmp) as prometheus:
             prometheus.wait_for('sum(sglang_lora_requests_total{outcome="finished"})',
                                 lambda r: r and float(r[0]["value"][1]) >= ADAPTERS, timeout=120)
-            yield names, metrics, prometheus
+            yield names, metrics, prometheus, render_processes(server.process.pid)
+
+
+def render_processes(pid: int) -> list[str]:
+    """Command lines of ``pid``'s descendants that render /metrics (:mod:`...render_process`)."""
+    import psutil
+
+    return [" ".join(child.cmdline()) for child in psutil.Process(pid).children(recursive=True)
+            if "render_process" in " ".join(child.cmdline())]
 
 
 def _busiest(metrics: Metrics) -> set[str]:
@@ -60,7 +68,7 @@ def _agreed(server, timeout: float = 60) -> Metrics:
 
 
 def test_every_adapters_requests_are_exact_on_metrics_and_in_prometheus(scraped):
-    names, metrics, prometheus = scraped
+    names, metrics, prometheus, _ = scraped
     finished = metrics.by("sglang_lora_requests_total", "lora_name", outcome="finished")
     assert all(finished.get(name) == 1 for name in names)
     stored = prometheus.query('sglang_lora_requests_total{outcome="finished",lora_name=~"tenant-.*"}')
@@ -70,7 +78,7 @@ def test_every_adapters_requests_are_exact_on_metrics_and_in_prometheus(scraped)
 
 
 def test_prometheus_scrapes_no_more_series_than_the_budget(scraped):
-    _, _, prometheus = scraped
+    _, _, prometheus, _ = scraped
     [samples] = prometheus.query('scrape_samples_scraped{job="sglang"}')
     ours = prometheus.query('count({__name__=~"sglang_lora_.*"})')
     assert int(float(ours[0]["value"][1])) <= SERIES_LIMIT
@@ -78,7 +86,7 @@ def test_prometheus_scrapes_no_more_series_than_the_budget(scraped):
 
 
 def test_each_adapter_keeps_its_budget_and_the_busiest_their_histograms(scraped):
-    names, metrics, _ = scraped
+    names, metrics, _, _ = scraped
     ours = [s for s in metrics.samples if s.name.startswith("sglang_lora_") and "lora_name" in s.labels]
     per_adapter = Counter(s.labels["lora_name"] for s in ours)
     busiest = _busiest(metrics)
@@ -90,3 +98,11 @@ def test_each_adapter_keeps_its_budget_and_the_busiest_their_histograms(scraped)
     loads = metrics.by("sglang_lora_adapter_loads_total", "lora_name", trigger="api", result="success")
     assert sum(loads.values()) == ADAPTERS
 
+
+
+def test_the_scrapes_were_rendered_by_one_helper_process_of_the_servers_main_process(scraped):
+    """Rendering thousands of adapters' series ran outside the process whose event loop streams the
+    tokens, and never fell back to rendering there."""
+    _, metrics, _, helpers = scraped
+    assert len(helpers) == 1, helpers
+    assert metrics.total("sglang_lora_telemetry_errors_total", hook="render_process") == 0
