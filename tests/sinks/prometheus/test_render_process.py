@@ -100,3 +100,38 @@ def test_a_helper_that_hangs_is_killed_and_that_scrape_rendered_in_place(tmp_pat
     assert b'lora_name="a4"' in body
     assert main.get("sglang_lora_telemetry_errors_total", ("render_process",)) == 1
     assert renderer.helper._process is None  # killed; the next scrape starts another
+
+
+def test_chunks_sent_again_only_where_they_changed_and_the_render_stays_exact(tmp_path):
+    """A family of three chunks: one series changed in the middle one, then series dropped (the busiest set
+    moving): each render equals one in place, and an unchanged family is sent as the same bytes."""
+    main, _, tokenizer_sink, _ = _stores(0)
+    for i in range(9000):
+        main.inc("sglang_lora_requests_total", (f"t{i:05d}", "finished"))
+    in_helper, here = Renderer(main, tmp_path, in_helper=True), Renderer(main, tmp_path)
+    try:
+        assert in_helper.render() == here.render()
+        sent = [data for _, data in in_helper.helper._sent["sglang_lora_requests_total"][1]]
+        main.inc("sglang_lora_requests_total", ("t05000", "finished"))
+        assert in_helper.render() == here.render()
+        now = [data for _, data in in_helper.helper._sent["sglang_lora_requests_total"][1]]
+        assert [a is b for a, b in zip(sent, now, strict=True)] == [True, False, True]
+        main.keep_only("sglang_lora_requests_total", {f"t{i:05d}" for i in range(0, 9000, 2)}, move_to="__other__")
+        body = in_helper.render()
+        assert body == here.render()
+        assert b'lora_name="t00001"' not in body and b'{lora_name="__other__",outcome="finished"} 4500' in body
+    finally:
+        in_helper.helper.stop()
+
+
+def test_the_helper_runs_at_the_lowest_cpu_priority(tmp_path):
+    """On a host with few cores SGLang's own processes come first; a render can wait."""
+    import psutil
+
+    main, *_ = _stores(2)
+    renderer = Renderer(main, tmp_path, in_helper=True)
+    try:
+        renderer.render()
+        assert psutil.Process(renderer.helper._process.pid).nice() == 19
+    finally:
+        renderer.helper.stop()
