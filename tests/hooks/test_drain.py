@@ -36,24 +36,26 @@ def drained(bed, tmp_path_factory):
         while sum(Metrics.fetch(server.url).by("sglang_lora_requests_running", "lora_name").values()) < 3:
             assert time.monotonic() < deadline, "the three long requests were not seen running together"
             time.sleep(0.05)
-        generate(server, "chat")
+        chat_sent = time.monotonic()
+        generate(server, "chat")  # it runs once qa's request is done, so it returns after that
+        window = time.monotonic() - chat_sent  # the client's bound on the drain: it began after chat arrived
         assert all(thread.is_alive() for thread in long[1:]), "sql or code finished first: the scenario did not happen"
         for thread in long:
             thread.join(timeout=120)
         metrics = metrics_when(server, lambda m: m.total("sglang_lora_drain_seconds_count") >= 1, timeout=10)
-        yield server, metrics, [json.loads(line) for line in log.read_text().splitlines()]
+        yield server, metrics, [json.loads(line) for line in log.read_text().splitlines()], window
 
 
 def test_the_drain_is_one_episode_of_the_drained_adapter_with_its_length(drained):
-    server, metrics, _ = drained
+    server, metrics, _, window = drained
     assert metrics.by("sglang_lora_drain_seconds_count", "lora_name") == {"qa": 1}
-    assert 0 < metrics.total("sglang_lora_drain_seconds_sum", lora_name="qa") < 10
+    assert 0 < metrics.total("sglang_lora_drain_seconds_sum", lora_name="qa") < window  # however fast qa decodes
     assert metrics.by("sglang_lora_admission_deferrals_total", "lora_name", reason="slot") == {"chat": 1}
     assert not unexpected_errors(server.log_path.read_text())
 
 
 def test_the_drain_is_logged_at_its_start_and_end_naming_the_starving_adapter(drained):
-    _, metrics, lines = drained
+    _, metrics, lines, _ = drained
     drains = [(line["event"], line["lora_name"], line["draining_for"]) for line in lines
               if line["event"].startswith("lora.drain.")]
     assert drains == [("lora.drain.started", "qa", "chat"), ("lora.drain.ended", "qa", "chat")]
