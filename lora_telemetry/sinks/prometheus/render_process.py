@@ -10,8 +10,9 @@ keeps the render caches (label texts, unchanged lines) from scrape to scrape. Ev
 carries the main store as it is at that moment: counts are as fresh and exact as a render in place.
 
 Frames on both pipes are an 8-byte length and a body. A request's body is the marshalled
-``(store version, {family: its series marshalled in chunks})``; the answer's is the exposition text. The helper
-exits when its input closes, which happens when the main process exits or is killed.
+``(store version, {family: its series marshalled in chunks})``; the answer's is the exposition text. The helper's
+side is :mod:`.render_helper`; it exits when its input closes, which happens when the main process exits or
+is killed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import marshal
-import os
 import select
 import struct
 import subprocess
@@ -32,8 +32,9 @@ from lora_telemetry.sinks.prometheus.cooperative import Pacer
 from lora_telemetry.sinks.prometheus.snapshots import CHUNK
 from lora_telemetry.sinks.prometheus.store import Store
 
-_LENGTH = struct.Struct(">Q")
+LENGTH = struct.Struct(">Q")
 READ_CHUNK = 1 << 20  # each read is one piece of the response
+HELPER_MODULE = "lora_telemetry.sinks.prometheus.render_helper"  # the helper's side, run as a program
 PIPE_BYTES = 1 << 20  # the answer's pipe is widened to this (Linux's default limit): 16 times fewer reads
 TIMEOUT_S = 30.0  # a helper that hangs is killed, and that scrape rendered in place
 
@@ -44,7 +45,7 @@ class RenderProcess:
     scrape starts a new helper."""
 
     def __init__(self, state_dir: Path | None) -> None:
-        self.command = [sys.executable, "-m", __name__, *([str(state_dir)] if state_dir is not None else [])]
+        self.command = [sys.executable, "-m", HELPER_MODULE, *([str(state_dir)] if state_dir is not None else [])]
         self._process: subprocess.Popen | None = None
         # family -> (its series as last sent, its chunks then: their items and bytes)
         self._sent: dict[str, tuple[dict, list[tuple[list, bytes]]]] = {}
@@ -54,7 +55,7 @@ class RenderProcess:
         version, families = store.copy()
         packed = {name: self._packed(name, series, pacer) for name, series in families.items()}
         try:
-            _write_frame(process.stdin, marshal.dumps((version, packed)))
+            write_frame(process.stdin, marshal.dumps((version, packed)))
             return _read_pieces(process.stdout)
         except (OSError, ValueError, EOFError, struct.error):  # TimeoutError is an OSError
             self.stop()
@@ -98,15 +99,15 @@ class RenderProcess:
             self._process = None
 
 
-def _write_frame(pipe: Any, body: bytes) -> None:
-    pipe.write(_LENGTH.pack(len(body)))
+def write_frame(pipe: Any, body: bytes) -> None:
+    pipe.write(LENGTH.pack(len(body)))
     view = memoryview(body)
     while view:
         written = pipe.write(view)
         view = view[written:]
 
 
-def _read_exactly(pipe: BinaryIO, size: int, deadline: float | None = None) -> list[bytes]:
+def read_exactly(pipe: BinaryIO, size: int, deadline: float | None = None) -> list[bytes]:
     """``size`` bytes in pieces; by ``deadline`` (``time.monotonic()``), else TimeoutError."""
     pieces, left = [], size
     while left:
@@ -122,50 +123,5 @@ def _read_exactly(pipe: BinaryIO, size: int, deadline: float | None = None) -> l
 
 def _read_pieces(pipe: Any) -> list[bytes]:
     deadline = time.monotonic() + TIMEOUT_S
-    (size,) = _LENGTH.unpack(b"".join(_read_exactly(pipe, _LENGTH.size, deadline)))
-    return _read_exactly(pipe, size, deadline)
-
-
-class _HelperStore(Store):
-    """The main process's store as last sent: chunks unmarshalled again only when their bytes changed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._chunks: dict[str, list[tuple[bytes, dict]]] = {}
-
-    def load(self, version: int, packed: dict[str, list[bytes]]) -> None:
-        for name in self.values:
-            before = self._chunks.get(name, [])
-            chunks = [before[i] if i < len(before) and before[i][0] == data else (data, marshal.loads(data))
-                      for i, data in enumerate(packed.get(name, ()))]
-            if chunks != before:
-                series: dict = {}
-                for _, part in chunks:
-                    series.update(part)
-                self.values[name] = series
-                self._chunks[name] = chunks
-        self.version = version
-
-
-def serve(state_dir: Path | None, requests: BinaryIO, answers: BinaryIO) -> None:
-    """The helper's loop: a render per request, until the main process closes the pipe. It runs at
-    the lowest CPU priority: on a host with few cores, SGLang's own processes come first."""
-    from lora_telemetry.sinks.prometheus.exposition import Renderer
-
-    os.nice(19)
-
-    store = _HelperStore()
-    renderer = Renderer(store, state_dir)
-    while True:
-        try:
-            header = b"".join(_read_exactly(requests, _LENGTH.size))
-        except EOFError:
-            return
-        version, packed = marshal.loads(b"".join(_read_exactly(requests, _LENGTH.unpack(header)[0])))
-        store.load(version, packed)
-        _write_frame(answers, renderer.render())
-
-
-if __name__ == "__main__":
-    serve(Path(sys.argv[1]) if len(sys.argv) > 1 else None, os.fdopen(0, "rb", buffering=0),
-          os.fdopen(1, "wb", buffering=0))
+    (size,) = LENGTH.unpack(b"".join(read_exactly(pipe, LENGTH.size, deadline)))
+    return read_exactly(pipe, size, deadline)

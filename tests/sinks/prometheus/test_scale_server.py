@@ -41,11 +41,11 @@ def scraped(bed, tmp_path_factory):
 
 
 def render_processes(pid: int) -> list[str]:
-    """Command lines of ``pid``'s descendants that render /metrics (:mod:`...render_process`)."""
+    """Command lines of ``pid``'s descendants that render /metrics (:mod:`...render_helper`)."""
     import psutil
 
     return [" ".join(child.cmdline()) for child in psutil.Process(pid).children(recursive=True)
-            if "render_process" in " ".join(child.cmdline())]
+            if "render_helper" in " ".join(child.cmdline())]
 
 
 def _busiest(metrics: Metrics) -> set[str]:
