@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import marshal
+import os
 import select
 import struct
 import subprocess
@@ -54,9 +55,10 @@ class RenderProcess:
         process = self._started()
         version, families = store.copy()
         packed = {name: self._packed(name, series, pacer) for name, series in families.items()}
+        deadline = time.monotonic() + TIMEOUT_S
         try:
-            write_frame(process.stdin, marshal.dumps((version, packed)))
-            return _read_pieces(process.stdout)
+            write_frame(process.stdin, marshal.dumps((version, packed)), deadline)
+            return _read_pieces(process.stdout, deadline)
         except (OSError, ValueError, EOFError, struct.error):  # TimeoutError is an OSError
             self.stop()
             raise
@@ -90,6 +92,7 @@ class RenderProcess:
             self._process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
             with contextlib.suppress(OSError, AttributeError):  # a narrower pipe only costs more reads
                 fcntl.fcntl(self._process.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            os.set_blocking(self._process.stdin.fileno(), False)  # a helper that stops reading cannot hold us
         return self._process
 
     def stop(self) -> None:
@@ -99,12 +102,18 @@ class RenderProcess:
             self._process = None
 
 
-def write_frame(pipe: Any, body: bytes) -> None:
-    pipe.write(LENGTH.pack(len(body)))
-    view = memoryview(body)
-    while view:
-        written = pipe.write(view)
-        view = view[written:]
+def write_frame(pipe: Any, body: bytes, deadline: float | None = None) -> None:
+    """The length, then ``body``; with a ``deadline`` (``time.monotonic()``, on a non-blocking pipe),
+    TimeoutError if the reader does not take it all by then."""
+    for part in (LENGTH.pack(len(body)), body):
+        view = memoryview(part)
+        while view:
+            if deadline is not None and not select.select([], [pipe], [], max(0.0, deadline - time.monotonic()))[1]:
+                raise TimeoutError("the render process did not take the request in time")
+            try:
+                view = view[os.write(pipe.fileno(), view):]
+            except BlockingIOError:
+                continue
 
 
 def read_exactly(pipe: BinaryIO, size: int, deadline: float | None = None) -> list[bytes]:
@@ -121,7 +130,6 @@ def read_exactly(pipe: BinaryIO, size: int, deadline: float | None = None) -> li
     return pieces
 
 
-def _read_pieces(pipe: Any) -> list[bytes]:
-    deadline = time.monotonic() + TIMEOUT_S
+def _read_pieces(pipe: Any, deadline: float) -> list[bytes]:
     (size,) = LENGTH.unpack(b"".join(read_exactly(pipe, LENGTH.size, deadline)))
     return read_exactly(pipe, size, deadline)

@@ -54,10 +54,8 @@ def test_a_helper_that_died_costs_one_render_in_place_counted_and_the_next_scrap
         body = renderer.render()  # the helper is gone: rendered here, nothing lost
         assert b'sglang_lora_requests_total{lora_name="a1",outcome="finished"} 2' in body
         assert main.get("sglang_lora_telemetry_errors_total", ("render_process",)) == 1
-        body = renderer.render()  # the count changed the store: rendered again, by a new helper
-        assert b'sglang_lora_telemetry_errors_total{hook="render_process"} 1' in body
+        _next_scrape_is_a_new_helpers(renderer, main)
         assert renderer.helper._process.pid != first
-        assert renderer.helper._process.poll() is None
     finally:
         renderer.helper.stop()
 
@@ -71,10 +69,17 @@ def test_a_helper_that_dies_while_rendering_costs_that_scrape_nothing(tmp_path):
     assert main.get("sglang_lora_telemetry_errors_total", ("render_process",)) == 1
     renderer.helper.command = command
     try:
-        assert renderer.render() == Renderer(main, tmp_path).render()
-        assert renderer.helper._process.poll() is None
+        _next_scrape_is_a_new_helpers(renderer, main)
     finally:
         renderer.helper.stop()
+
+
+def _next_scrape_is_a_new_helpers(renderer: Renderer, main: Store) -> None:
+    """The failure's count changed the store: the next scrape renders again, exactly, by a live helper."""
+    body = renderer.render()
+    assert b'sglang_lora_telemetry_errors_total{hook="render_process"} 1' in body
+    assert body == Renderer(main, renderer.reader.state_dir if renderer.reader else None).render()
+    assert renderer.helper._process.poll() is None
 
 
 def test_the_helper_exits_once_the_process_it_renders_for_closes_the_pipe(tmp_path):
@@ -92,12 +97,14 @@ def test_the_helper_exits_once_the_process_it_renders_for_closes_the_pipe(tmp_pa
 def test_a_helper_that_hangs_is_killed_and_that_scrape_rendered_in_place(tmp_path, monkeypatch):
     monkeypatch.setattr(render_process, "TIMEOUT_S", 0.5)
     main, *_ = _stores(5)
+    for i in range(9000):  # a request larger than a pipe holds: writing it would wait on the helper too
+        main.inc("sglang_lora_requests_total", (f"t{i:05d}", "finished"))
     renderer = Renderer(main, tmp_path, in_helper=True)
-    renderer.helper.command = [sys.executable, "-c", "import time; time.sleep(60)"]
+    renderer.helper.command = [sys.executable, "-c", "import time; time.sleep(60)"]  # reads nothing
     started = time.monotonic()
     body = renderer.render()
     assert time.monotonic() - started < 5
-    assert b'lora_name="a4"' in body
+    assert b'sglang_lora_requests_total{lora_name="a0",outcome="finished"} 1' in body
     assert main.get("sglang_lora_telemetry_errors_total", ("render_process",)) == 1
     assert renderer.helper._process is None  # killed; the next scrape starts another
 
