@@ -145,7 +145,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
                     started(args, names, _env(mode), out / f"server-{i + 1}-{mode}.log"))
                 measured, before, after = _measure(url, names, requests)
             rounds.append({"label": label, "mode": mode, "plugin_attached": "sglang_lora_telemetry_info" in after.types,
-                           **figures(measured), "ttft_covered": covered(measured, before, after)})
+                           **figures(measured), "ttft_covered": covered(measured, before, after),
+                           "ttft_breakdown": traffic.ttft_breakdown(measured.outcomes),
+                           "ttft_phase_s": traffic.phase_sums(before, after)})
             console.print(f"    {rounds[-1]['throughput']:.1f} output tokens/s, TTFT p50 "
                           f"{rounds[-1]['ttft_p50'] * 1000:.1f} ms")
             (out / "overhead.json").write_text(json.dumps({"workload": asdict(workload), "side_by_side": fractions,

@@ -288,11 +288,11 @@ def summary(run: Run) -> dict:
         "adapters": adapters,
         "evictions_over_time": run.evictions,
         "ttft_breakdown": ttft_breakdown(run.outcomes),
-        "ttft_phase_s": _phase_sums(run.before, run.after) if run.before and run.after else None,
+        "ttft_phase_s": phase_sums(run.before, run.after) if run.before and run.after else None,
     }
 
 
-def _phase_sums(before: Metrics, after: Metrics) -> dict[str, float]:
+def phase_sums(before: Metrics, after: Metrics) -> dict[str, float]:
     """Seconds per TTFT phase the server counted over the run, all adapters together."""
     family = "sglang_lora_ttft_phase_seconds_sum"
     phases = {s.labels["phase"] for s in after.select(family)}

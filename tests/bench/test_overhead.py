@@ -62,9 +62,16 @@ def test_any_model_folder_is_served_plugin_off_and_on_side_by_side_and_the_repor
     for log in out.glob("server-*.log"):  # the idle one waits on its socket rather than take a core
         assert "sleep_on_idle': True" in log.read_text()
     assert [r["plugin_attached"] for r in result["runs"]] == [False, True, True, False]  # off really was off
-    covered = [(r["mode"], r["ttft_covered"]) for r in result["runs"]]
-    for mode, share in covered:  # the phases of this round only, though the server served the round before
-        assert share is None if mode == "off" else 0.5 < share <= 1.0, covered
+    for r in result["runs"]:  # the phases of this round only, though the server served the round before
+        if r["mode"] == "off":
+            assert r["ttft_covered"] is None and r["ttft_phase_s"] == {}
+            continue
+        # The phases after http split up SGLang's own arrival-to-first-chunk, exactly. The client's
+        # TTFT also holds its sending and its reading, which anything else on a 2-core machine can
+        # stretch (CI once saw the phases explain 0.467 of it), so there only the bound is asserted
+        inside = sum(seconds for phase, seconds in r["ttft_phase_s"].items() if phase != "http")
+        assert inside == pytest.approx(r["ttft_breakdown"]["in_sglang_s"], rel=0.01), r
+        assert 0 < r["ttft_covered"] <= 1.0, r
 
 
 def test_a_model_without_adapters_is_refused_in_one_line(tmp_path):
