@@ -14,14 +14,16 @@ import shutil
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lora_telemetry.capacity.recording import Copy, Record, Request, read
 from lora_telemetry.scrape import Metrics
+from lora_telemetry.sinks.access_log import BoundedAppender
 from lora_telemetry.testbed import TestBed, make
 from lora_telemetry.testbed.server import TestBedServer
 
@@ -153,4 +155,32 @@ def metrics_when(server: TestBedServer, check: Any, timeout: float = 5.0) -> Met
             pass
         if time.monotonic() > deadline:
             return metrics
+        time.sleep(0.1)
+
+
+def recording_complete(records: list[Record], metrics: Metrics) -> bool:
+    """The access log holds every finished request and every slot load that ``metrics`` counted."""
+    return (sum(isinstance(r, Request) for r in records) == metrics.total("sglang_lora_requests_total",
+                                                                          outcome="finished")
+            and sum(isinstance(r, Copy) for r in records) == metrics.total("sglang_lora_pool_slot_loads_total"))
+
+
+def access_log_when(path: Path, check: Callable[[list[Record]], bool] = lambda records: True,
+                    timeout: float = 15.0) -> list[Record]:
+    """The access log's records once ``check`` holds of them and the file has not grown for three
+    of its appending periods, or as they are at ``timeout``.
+
+    Each process appends its records from a thread every 0.2 s, later when the host is busy: a
+    fixed wait after the traffic was enough on an idle machine only."""
+    deadline, size, steady_since = time.monotonic() + timeout, -1, time.monotonic()
+    while True:
+        now_size = path.stat().st_size if path.exists() else 0
+        if now_size != size:
+            size, steady_since = now_size, time.monotonic()
+        elif time.monotonic() - steady_since >= 3 * BoundedAppender.FLUSH_S:
+            records = list(read(path))
+            if check(records):
+                return records
+        if time.monotonic() > deadline:
+            return list(read(path))
         time.sleep(0.1)

@@ -12,9 +12,9 @@ import pytest
 
 from lora_telemetry.capacity.analysis import analyse
 from lora_telemetry.capacity.planner import make_plan
-from lora_telemetry.capacity.recording import BASE, Batch, Copy, Pool, Request, read
+from lora_telemetry.capacity.recording import BASE, Batch, Copy, Pool, Request
 from lora_telemetry.capacity.simulator import PoolSimulator
-from tests.conftest import lora_paths, metrics_when, post, running_server
+from tests.conftest import access_log_when, lora_paths, metrics_when, post, recording_complete, running_server
 
 pytestmark = pytest.mark.server
 NAMES = ["qa", "sql", "chat", "code", "math", "legal", "med"]
@@ -49,11 +49,11 @@ def _run(bed, tmp, flags: list[str], churn) -> tuple[list, object, Counter]:
         sent = _mixed_traffic(server, [*NAMES[:4], None], seed=1)
         churn(server)
         sent += _mixed_traffic(server, [*NAMES, None], seed=2)
-        metrics_when(server, lambda m: m.total("sglang_lora_requests_total", outcome="finished") == sum(sent.values()),
-                     timeout=10)
-        time.sleep(1)  # the scheduler publishes its counts, and the access log is appended, every 0.2 s
-        metrics = metrics_when(server, lambda m: True)
-    return list(read(log)), metrics, sent, log
+        finished = sum(sent.values())
+        metrics = metrics_when(server, lambda m: m.total("sglang_lora_requests_total", outcome="finished") == finished,
+                               timeout=10)
+        records = access_log_when(log, lambda records: recording_complete(records, metrics))
+    return records, metrics, sent, log
 
 
 @pytest.fixture(scope="module")

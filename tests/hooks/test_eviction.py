@@ -13,10 +13,18 @@ from collections import Counter
 
 import pytest
 
-from lora_telemetry.capacity.recording import Load, Pool, read
+from lora_telemetry.capacity.recording import Copy, Load, Pool
 from lora_telemetry.capacity.simulator import PoolSimulator
 from lora_telemetry.scrape import Metrics
-from tests.conftest import generate, lora_paths, metrics_when, post, running_server, unexpected_errors
+from tests.conftest import (
+    access_log_when,
+    generate,
+    lora_paths,
+    metrics_when,
+    post,
+    running_server,
+    unexpected_errors,
+)
 
 pytestmark = pytest.mark.server
 SLOTS = 4
@@ -49,7 +57,8 @@ def test_the_plans_adapters_are_loaded_before_the_server_is_ready(server):
     assert m.by("sglang_lora_adapter_loads_total", "lora_name", trigger="startup") == {"sql": 1}
     assert m.total("sglang_lora_adapter_loads_total") == 4  # nothing else, and no failed load counted
     assert m.by("sglang_lora_adapter_unloads_total", "lora_name") == {"sql": 1}  # to load it again, pinned
-    loads = [(r.name, r.pinned) for r in read(server.access_log) if isinstance(r, Load)]
+    records = access_log_when(server.access_log, lambda rs: any(isinstance(r, Load) and r.pinned for r in rs))
+    loads = [(r.name, r.pinned) for r in records if isinstance(r, Load)]
     assert loads[:1] == [("sql", False)] and ("sql", True) in loads
     log = server.log_path.read_text()
     assert log.count("'ghost' is not in the adapter directory") == 1
@@ -62,7 +71,8 @@ def test_the_pool_evicts_by_priority_exactly_as_the_simulator_replays_it(server)
         generate(server, name)
     m = metrics_when(server, lambda m: m.total("sglang_lora_cache_lookups_total", tier="gpu") == len(SEQUENCE))
     counted = {k: v for k, v in m.by("sglang_lora_pool_evictions_total", "lora_name").items() if v}
-    records = list(read(server.access_log))
+    copies = m.total("sglang_lora_pool_slot_loads_total")  # each timed in a C record, the base model's too
+    records = access_log_when(server.access_log, lambda rs: sum(isinstance(r, Copy) for r in rs) == copies)
     [pool] = [r for r in records if isinstance(r, Pool)]
     assert (pool.policy, pool.priorities) == ("priority", PLAN["priorities"])  # advise replays what ran
     ranked = PoolSimulator(SLOTS, priorities=PLAN["priorities"]).replay(records)
@@ -172,8 +182,8 @@ def test_an_adapter_evicted_while_decoding_is_copied_back_and_counted_as_a_reloa
     assert counted("sglang_lora_pool_evictions_total") == evicted
     assert not unexpected_errors(server.log_path.read_text())
     # advise's simulator, replaying the access log under the recorded policy, knows it too
-    time.sleep(0.5)  # the access log is appended every 0.2 s
-    records = list(read(server.access_log))
+    copies = m.total("sglang_lora_pool_slot_loads_total")  # each timed in a C record, the base model's too
+    records = access_log_when(server.access_log, lambda rs: sum(isinstance(r, Copy) for r in rs) == copies)
     [pool] = {(r.slots, r.policy, tuple(r.priorities.items())) for r in records if isinstance(r, Pool)}
     replay = PoolSimulator(pool[0], pool[1], dict(pool[2]) or None).replay(records)
     assert (dict(replay.slot_loads), dict(replay.reloads), dict(replay.evictions)) == (

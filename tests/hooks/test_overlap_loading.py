@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lora_telemetry.capacity.recording import Admission, Pool, read
+from lora_telemetry.capacity.recording import Admission, Pool
 from lora_telemetry.capacity.simulator import PoolSimulator
-from tests.conftest import generate, lora_paths, metrics_when, running_server
+from tests.conftest import access_log_when, generate, lora_paths, metrics_when, running_server
 from tests.pool_model import BASE, PoolModel
 
 pytestmark = pytest.mark.server
@@ -91,11 +91,10 @@ def test_the_replay_of_the_access_log_gives_back_every_count(server):
     with ThreadPoolExecutor(len(BURST)) as workers:
         list(workers.map(lambda name: generate(server, name, tokens=12), BURST))
     m = metrics_when(server, lambda m: m.total("sglang_lora_requests_total") == before + len(BURST))
-    time.sleep(0.5)  # the access log is appended every 0.2 s
-    records = list(read(server.access_log))
+    lookups = sum(m.total("sglang_lora_cache_lookups_total", tier="gpu", result=r) for r in ("hit", "miss"))
+    records = access_log_when(server.access_log, lambda rs: sum(isinstance(r, Admission) for r in rs) == lookups)
     [pool] = [r for r in records if isinstance(r, Pool)]
     replay = PoolSimulator(pool.slots, pool.policy).replay(records)
-    lookups = sum(m.total("sglang_lora_cache_lookups_total", tier="gpu", result=r) for r in ("hit", "miss"))
     assert sum(isinstance(r, Admission) for r in records) == lookups >= before + len(BURST)  # each once
 
     def measured(name, **labels):

@@ -25,7 +25,14 @@ import yaml
 from lora_telemetry import testbed
 from lora_telemetry.capacity.fleet import advise_fleet
 from lora_telemetry.scrape import Metrics
-from tests.conftest import interruptible, post, unexpected_errors
+from tests.conftest import (
+    access_log_when,
+    interruptible,
+    metrics_when,
+    post,
+    recording_complete,
+    unexpected_errors,
+)
 from tests.dashboards.prometheus import RULES, Prometheus
 from tests.llm_d_picker import families, lora_state, parse_spec
 
@@ -77,15 +84,19 @@ def _watch(url: str, texts: list[str], sending: threading.Event) -> None:
         time.sleep(0.25)
 
 
-def _settled(replicas: list[str], total: int) -> list[Metrics]:
+def _settled(replicas: list[str], total: int, access_logs: list[Path]) -> list[Metrics]:
+    """Each replica's /metrics once the fleet counted ``total`` finished requests and each replica's
+    access log holds its finished requests and slot loads (appended every 0.2 s, later when busy)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         scrapes = [Metrics.fetch(url) for url in replicas]
         if sum(m.total("sglang_lora_requests_total", outcome="finished") for m in scrapes) == total:
             break
         time.sleep(0.3)
-    time.sleep(1)  # the schedulers publish, and append their access logs, every 0.2 s
-    return [Metrics.fetch(url) for url in replicas]
+    scrapes = [metrics_when(SimpleNamespace(url=url), lambda m: True) for url in replicas]  # schedulers' too
+    for scrape, log in zip(scrapes, access_logs, strict=True):
+        access_log_when(log, lambda records, m=scrape: recording_complete(records, m))
+    return scrapes
 
 
 @pytest.fixture(scope="module")
@@ -111,13 +122,14 @@ def fleet(bed, tmp_path_factory):
             sent = _send(gateway, [*bed.adapters(), None])
             sending.clear()
             watcher.join()
-            scrapes = _settled(replicas, REQUESTS)
+            access_logs = [bed.root / "fleet" / f"replica-{i}-access.log" for i in (0, 1)]
+            scrapes = _settled(replicas, REQUESTS, access_logs)
             prometheus.wait_for('sum(sglang_lora_requests_total{outcome="finished"})',
                                 lambda r: r and float(r[0]["value"][1]) == REQUESTS)
             prometheus.wait_for(FLEET_RULES[-1], bool, timeout=20)
             yield SimpleNamespace(prometheus=prometheus, sent=sent, scrapes=scrapes, targets=targets, during=during,
                                   adapters=set(bed.adapters()),
-                                  access_logs=[bed.root / "fleet" / f"replica-{i}-access.log" for i in (0, 1)],
+                                  access_logs=access_logs,
                                   logs=[bed.root / "fleet" / f"replica-{i}.log" for i in (0, 1)])
     finally:
         process.send_signal(signal.SIGINT)
