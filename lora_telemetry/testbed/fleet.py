@@ -18,7 +18,13 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from lora_telemetry.testbed.server import ServerStartError, TestBedServer, free_port, stop_process_group
+from lora_telemetry.testbed.server import (
+    ServerStartError,
+    TestBedServer,
+    end_with_parent,
+    free_port,
+    stop_process_group,
+)
 
 SMG_VERSION = "1.13.0"  # the SMG release this fleet was written and tested against (SGLang 0.5.23)
 SMG_POLICIES = ("round_robin", "random", "cache_aware", "power_of_two", "consistent_hashing", "least_load")
@@ -48,7 +54,7 @@ class Gateway:
         """Start and wait until every worker is registered and healthy."""
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=end_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -1,11 +1,14 @@
 """Start and stop a stock ``python -m sglang.launch_server``: on the test bed, or on any model.
 
 The server runs in its own process group so that stopping it takes its scheduler and
-detokenizer processes with it, also when the caller is interrupted.
+detokenizer processes with it, also when the caller is interrupted; and it gets SIGTERM when the
+process that started it dies, so that a caller killed outright (a test run stopped by a timeout)
+leaves no server behind. SGLang's own processes already end with their parent.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import signal
@@ -19,6 +22,18 @@ from pathlib import Path
 from types import TracebackType
 
 from lora_telemetry.testbed import cpu_compat, server_flags
+
+_PR_SET_PDEATHSIG = 1
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # Linux only
+
+
+def end_with_parent() -> None:
+    """Run in a child before it executes its program (``preexec_fn``): SIGTERM when the parent dies,
+    Linux's parent-death signal, which survives the exec. The kernel sends it when the parent's
+    thread that started the child ends, so servers are started from threads that outlive them
+    (the main thread, everywhere today)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ServerStartError(RuntimeError):
@@ -112,7 +127,8 @@ class SGLangServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=end_with_parent,
         )
         log.close()
 
