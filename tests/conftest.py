@@ -159,16 +159,16 @@ def metrics_when(server: TestBedServer, check: Any, timeout: float = 5.0) -> Met
 
 
 def recording_complete(records: list[Record], metrics: Metrics) -> bool:
-    """The access log holds every finished request and every slot load that ``metrics`` counted."""
+    """The access log holds every finished request and every slot load that ``metrics`` counted (each
+    copy is timed in a C record, the base model's too)."""
     return (sum(isinstance(r, Request) for r in records) == metrics.total("sglang_lora_requests_total",
                                                                           outcome="finished")
             and sum(isinstance(r, Copy) for r in records) == metrics.total("sglang_lora_pool_slot_loads_total"))
 
 
-def access_log_when(path: Path, check: Callable[[list[Record]], bool] = lambda records: True,
-                    timeout: float = 15.0) -> list[Record]:
+def access_log_when(path: Path, check: Callable[[list[Record]], bool], timeout: float = 15.0) -> list[Record]:
     """The access log's records once ``check`` holds of them and the file has not grown for three
-    of its appending periods, or as they are at ``timeout``.
+    of its appending periods; an AssertionError if that is not so by ``timeout``.
 
     Each process appends its records from a thread every 0.2 s, later when the host is busy: a
     fixed wait after the traffic was enough on an idle machine only."""
@@ -182,5 +182,5 @@ def access_log_when(path: Path, check: Callable[[list[Record]], bool] = lambda r
             if check(records):
                 return records
         if time.monotonic() > deadline:
-            return list(read(path))
+            raise AssertionError(f"{path} did not hold what was expected within {timeout:.0f} s")
         time.sleep(0.1)

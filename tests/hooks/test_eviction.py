@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from lora_telemetry.capacity.recording import Copy, Load, Pool
+from lora_telemetry.capacity.recording import Load, Pool
 from lora_telemetry.capacity.simulator import PoolSimulator
 from lora_telemetry.scrape import Metrics
 from tests.conftest import (
@@ -22,6 +22,7 @@ from tests.conftest import (
     lora_paths,
     metrics_when,
     post,
+    recording_complete,
     running_server,
     unexpected_errors,
 )
@@ -71,8 +72,7 @@ def test_the_pool_evicts_by_priority_exactly_as_the_simulator_replays_it(server)
         generate(server, name)
     m = metrics_when(server, lambda m: m.total("sglang_lora_cache_lookups_total", tier="gpu") == len(SEQUENCE))
     counted = {k: v for k, v in m.by("sglang_lora_pool_evictions_total", "lora_name").items() if v}
-    copies = m.total("sglang_lora_pool_slot_loads_total")  # each timed in a C record, the base model's too
-    records = access_log_when(server.access_log, lambda rs: sum(isinstance(r, Copy) for r in rs) == copies)
+    records = access_log_when(server.access_log, lambda rs: recording_complete(rs, m))
     [pool] = [r for r in records if isinstance(r, Pool)]
     assert (pool.policy, pool.priorities) == ("priority", PLAN["priorities"])  # advise replays what ran
     ranked = PoolSimulator(SLOTS, priorities=PLAN["priorities"]).replay(records)
@@ -182,8 +182,7 @@ def test_an_adapter_evicted_while_decoding_is_copied_back_and_counted_as_a_reloa
     assert counted("sglang_lora_pool_evictions_total") == evicted
     assert not unexpected_errors(server.log_path.read_text())
     # advise's simulator, replaying the access log under the recorded policy, knows it too
-    copies = m.total("sglang_lora_pool_slot_loads_total")  # each timed in a C record, the base model's too
-    records = access_log_when(server.access_log, lambda rs: sum(isinstance(r, Copy) for r in rs) == copies)
+    records = access_log_when(server.access_log, lambda rs: recording_complete(rs, m))
     [pool] = {(r.slots, r.policy, tuple(r.priorities.items())) for r in records if isinstance(r, Pool)}
     replay = PoolSimulator(pool[0], pool[1], dict(pool[2]) or None).replay(records)
     assert (dict(replay.slot_loads), dict(replay.reloads), dict(replay.evictions)) == (
